@@ -1,0 +1,29 @@
+# Two entry points, both building their own virtual environment from scratch
+# with the pinned versions in constraints.txt:
+#   make example   fits a small Sequential model with our Dropout
+#   make test      runs the test suite once per Keras backend
+PYTHON ?= python3
+VENV ?= .venv
+BACKEND ?= jax
+BACKENDS ?= tensorflow jax torch
+PY := $(VENV)/bin/python
+
+.PHONY: example test bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,examples]" \
+		tensorflow-cpu jax torch
+	touch $@
+
+example: $(VENV)/.installed
+	KERAS_BACKEND=$(BACKEND) $(PY) examples/quickstart.py
+
+test: $(VENV)/.installed
+	$(PY) scripts/matrix.py $(BACKENDS)
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV)

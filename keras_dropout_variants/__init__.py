@@ -1,0 +1,9 @@
+"""Keras 3 dropout layers whose masks are identical on every backend."""
+
+from keras_dropout_variants import ops
+from keras_dropout_variants import random
+from keras_dropout_variants.layers import Dropout
+
+__version__ = "0.1.0"
+
+__all__ = ["Dropout", "ops", "random", "__version__"]

@@ -1,0 +1,156 @@
+"""Pure functional dropout ops, one beside each layer.
+
+Every op draws its masks from `keras_dropout_variants.random`, so a layer and
+its op give the same bits for the same `(seed, counter)` on every backend.
+"""
+
+import numbers
+
+import keras
+from keras import ops
+
+from keras_dropout_variants import random as _random
+
+__all__ = ["dropout"]
+
+
+def check_noise_shape(noise_shape):
+    """Validates a layer's `noise_shape` at construction, as Keras 3.13+ does.
+
+    Returns `None` or a tuple of Python ints and `None`s (numpy integers are
+    accepted and converted, so the config stays JSON-serializable).
+    """
+    if noise_shape is None:
+        return None
+    if isinstance(noise_shape, (str, bytes)):
+        raise ValueError(
+            "Invalid value received for argument `noise_shape`: expected a "
+            f"tuple or list of integers. Received: noise_shape={noise_shape!r}"
+        )
+    try:
+        entries = tuple(noise_shape)
+    except TypeError:
+        raise ValueError(
+            "Invalid value received for argument `noise_shape`: expected an "
+            "iterable of integers or None (e.g. a tuple). "
+            f"Received: noise_shape={noise_shape!r}"
+        ) from None
+    checked = []
+    for i, dim in enumerate(entries):
+        if dim is None:
+            checked.append(None)
+            continue
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+            raise ValueError(
+                "Invalid value received for argument `noise_shape`: expected "
+                "all entries to be integers or None. Received entry "
+                f"{dim!r} (of type {type(dim).__name__}) at index {i} in "
+                f"noise_shape={entries}"
+            )
+        if dim <= 0:
+            raise ValueError(
+                "Invalid value received for argument `noise_shape`: expected "
+                f"positive integers or None. Received {dim} at index {i} in "
+                f"noise_shape={entries}"
+            )
+        checked.append(int(dim))
+    return tuple(checked)
+
+
+def check_floating(x, name="inputs"):
+    """Raises `TypeError` unless `x` has a floating dtype."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if not keras.backend.is_float_dtype(dtype):
+        raise TypeError(
+            f"Dropout needs floating-point `{name}`; received a tensor of "
+            f"dtype {dtype}. Cast it to a float dtype first: dropping "
+            "integers would silently change the values' scale."
+        )
+
+
+def resolve_noise_shape(noise_shape, input_shape):
+    """The mask shape: `noise_shape` with `None` entries taken from the input.
+
+    `input_shape` may hold scalar tensors for dynamic dimensions (as
+    `ops.shape` returns in a TensorFlow graph); those cannot be checked here.
+    """
+    input_shape = tuple(input_shape)
+    if noise_shape is None:
+        return input_shape
+    noise_shape = check_noise_shape(noise_shape)
+    static_input = tuple(d if isinstance(d, int) else None for d in input_shape)
+    if len(noise_shape) != len(input_shape):
+        raise ValueError(
+            f"`noise_shape` {noise_shape} has rank {len(noise_shape)}, but "
+            f"the input of shape {static_input} has rank {len(input_shape)}. "
+            "They must have the same rank."
+        )
+    shape = []
+    for axis, (n, d) in enumerate(zip(noise_shape, input_shape)):
+        if n is None:
+            shape.append(d)
+        elif n == 1 or not isinstance(d, int) or n == d:
+            shape.append(n)
+        else:
+            raise ValueError(
+                f"`noise_shape` {noise_shape} does not broadcast to the input "
+                f"of shape {static_input}: entry {n} on axis {axis} must be 1, "
+                f"None or the input's dimension {d}."
+            )
+    return tuple(shape)
+
+
+def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0):
+    """Inverted dropout of `x` with a mask from the package's engine.
+
+    Kept elements are scaled by `1 / (1 - rate)`; dropped ones are exactly 0,
+    even where `x` is NaN or inf. The mask is a pure function of
+    `(seed, counter, offset)`, identical on every backend and device.
+
+    Args:
+        x: floating-point tensor (float16, bfloat16, float32 or float64; the
+            dtype is kept).
+        rate: float in [0, 1], the probability of dropping an element.
+        noise_shape: optional tuple, the shape of the mask, broadcast along
+            entries equal to 1 (as in `keras.layers.Dropout`); `None` entries
+            take the input's dimension.
+        seed: Python int in [0, 2**32). Required: an op called with a fresh
+            random seed inside a compiled function would freeze one mask.
+        counter: int in [0, 2**32) or integer scalar tensor selecting the
+            mask for this seed (e.g. the training step).
+        offset: int or integer scalar tensor: row-major index of the first
+            mask element in a larger, global mask (for shards of a batch).
+
+    Returns:
+        A tensor of the shape and dtype of `x`.
+
+    Example:
+
+    >>> x = keras.ops.ones((2, 4))
+    >>> y = dropout(x, 0.5, seed=1, counter=0)
+    >>> sorted(set(keras.ops.convert_to_numpy(y).ravel().tolist())) in (
+    ...     [0.0, 2.0], [0.0], [2.0])
+    True
+    """
+    rate = _random.check_rate(rate)
+    if seed is None:
+        raise ValueError(
+            "Invalid value received for argument `seed`: `dropout` needs an "
+            "explicit integer seed in [0, 2**32) (the layers draw one for "
+            "you). Received: seed=None"
+        )
+    seed = _random.check_seed(seed)
+    x = ops.convert_to_tensor(x)
+    check_floating(x, "x")
+    mask_shape = resolve_noise_shape(noise_shape, ops.shape(x))
+    if rate == 0.0:
+        return x
+    zero = ops.zeros((), dtype=x.dtype)
+    if rate == 1.0:
+        # `x * 0` would turn NaN and inf into NaN, and scaling by 1/0 would
+        # put NaN in the gradient: select instead, which gives exact zeros
+        # and a zero gradient.
+        return ops.where(ops.convert_to_tensor(False), x, zero)
+    keep = _random.keep_mask(mask_shape, rate, seed, counter, offset)
+    scale = ops.convert_to_tensor(1.0 / (1.0 - rate), dtype=x.dtype)
+    return ops.where(keep, ops.multiply(x, scale), zero)

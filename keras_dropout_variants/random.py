@@ -1,0 +1,338 @@
+"""The counter-based mask engine shared by every layer of the package.
+
+Whether element ``i`` of a mask is kept is a pure function of
+``(seed, counter, offset + i)``, computed with 32-bit integer arithmetic in
+``keras.ops``. Multiplication wraps modulo 2**32 on every backend, so the same
+arguments give the same bits under TensorFlow, JAX and PyTorch, eager or
+compiled, on CPU or GPU. No int64 is used (JAX runs with x64 off).
+
+Algorithm (version 1; the golden vectors in ``tests/test_engine.py`` freeze it,
+so any change to it is a breaking change). All values are unsigned 32-bit,
+``>>`` is a logical shift and ``*`` wraps modulo 2**32.
+
+1. ``mix(x)``: the lowbias32 finalizer (C. Wellons, hash-prospector),
+   a bijection of 32-bit words::
+
+       x ^= x >> 16; x *= 0x7FEB352D; x ^= x >> 15; x *= 0x846CA68B; x ^= x >> 16
+
+2. Key: a three-round Feistel network over the pair ``(seed, counter)``::
+
+       b = counter ^ mix(seed + 0x9E3779B9)
+       a = seed    ^ mix(b    + 0x3C6EF372)
+       b = b       ^ mix(a    + 0xDAA66D2B)
+       k0, k1 = a, b
+
+   Each round is invertible, so distinct ``(seed, counter)`` pairs get
+   distinct 64-bit keys, and a change of one bit of either input changes
+   both halves of the key. The first round depends on the seed alone and is
+   computed in Python; the other two run in the graph when ``counter`` is a
+   tensor, so a step counter held in a variable never causes a retrace.
+
+3. Element ``j = offset + i`` (``i`` is the row-major index in the mask)::
+
+       h = mix(j + k0)
+       h ^= k1
+       h *= 0x31848BAB
+       h ^= h >> 15
+       h *= 0xAC4C1B51
+
+   Every step is a bijection of ``h``, so over the 2**32 indices each 32-bit
+   value occurs once. ``offset`` alone shifts a stream, which is what lets a
+   shard of a tensor compute exactly its slice of the global mask. Two keys
+   never give shifted copies: element j of key A equals element j + d of
+   key B only where ``mix(x) ^ mix(x + delta)`` hits ``k1_A ^ k1_B``, which a
+   full ``mix`` round makes a 2**-32 event for every lag. (A cheaper variant
+   with a single multiply before ``k1`` let some lags share 2**-11 of their
+   words: tests/test_engine.py checks this.)
+
+4. The uniform draw is ``u = h + 2**31 (mod 2**32)`` and element ``j`` is kept
+   iff ``u < threshold`` with ``threshold = round((1 - rate) * 2**32)``, so the
+   keep probability is exact to 2**-32. In int32 this is the signed
+   comparison ``h < threshold - 2**31``: one operation, no unsigned types.
+
+``offset`` counts elements of the mask (the noise shape when a mask is
+broadcast), in row-major order: rows ``r0:r1`` of a global ``(B, ...)`` mask
+are computed by a shard with ``offset = r0 * prod(shape[1:])``.
+"""
+
+from fractions import Fraction
+import math
+import numbers
+
+import keras
+from keras import ops
+
+__all__ = ["keep_mask", "random_bits", "keep_threshold"]
+
+_U32 = 1 << 32
+_MIX_M1 = 0x7FEB352D
+_MIX_M2 = 0x846CA68B
+_ELEM_M3 = 0x31848BAB
+_ELEM_M4 = 0xAC4C1B51
+_ROUND_C = (0x9E3779B9, 0x3C6EF372, 0xDAA66D2B)
+
+
+def _i32(value):
+    """The int32 whose bit pattern is the unsigned 32-bit `value`."""
+    value %= _U32
+    return value - _U32 if value >= 1 << 31 else value
+
+
+# ---------------------------------------------------------------------------
+# Python (host) arithmetic, used for constants and as the reference.
+
+
+def _mix_py(x):
+    x %= _U32
+    x ^= x >> 16
+    x = (x * _MIX_M1) % _U32
+    x ^= x >> 15
+    x = (x * _MIX_M2) % _U32
+    x ^= x >> 16
+    return x
+
+
+def _seed_word(seed):
+    """First Feistel round's mask: depends on the seed only."""
+    return _mix_py(seed + _ROUND_C[0])
+
+
+def _key_py(seed, counter):
+    b = counter ^ _seed_word(seed)
+    a = seed ^ _mix_py(b + _ROUND_C[1])
+    b = b ^ _mix_py(a + _ROUND_C[2])
+    return a, b
+
+
+# ---------------------------------------------------------------------------
+# keras.ops arithmetic on int32 tensors.
+
+
+def _const(value):
+    return ops.convert_to_tensor(_i32(value), dtype="int32")
+
+
+def _lsr(x, k):
+    # ops.right_shift is arithmetic on int32: clear the copied sign bits.
+    return ops.bitwise_and(ops.right_shift(x, k), _const((1 << (32 - k)) - 1))
+
+
+def _mix(x):
+    x = ops.bitwise_xor(x, _lsr(x, 16))
+    x = ops.multiply(x, _const(_MIX_M1))
+    x = ops.bitwise_xor(x, _lsr(x, 15))
+    x = ops.multiply(x, _const(_MIX_M2))
+    return ops.bitwise_xor(x, _lsr(x, 16))
+
+
+def _key(seed, counter):
+    """(k0, k1) as Python ints when `counter` is an int, else int32 tensors."""
+    if isinstance(counter, int):
+        return _key_py(seed, counter)
+    b = ops.bitwise_xor(counter, _const(_seed_word(seed)))
+    a = ops.bitwise_xor(_const(seed), _mix(ops.add(b, _const(_ROUND_C[1]))))
+    b = ops.bitwise_xor(b, _mix(ops.add(a, _const(_ROUND_C[2]))))
+    return a, b
+
+
+def _add_words(a, b):
+    """a + b mod 2**32, staying in Python when both are Python ints."""
+    if isinstance(a, int) and isinstance(b, int):
+        return (a + b) % _U32
+    a = _const(a) if isinstance(a, int) else a
+    b = _const(b) if isinstance(b, int) else b
+    return ops.add(a, b)
+
+
+def _as_word(value):
+    return _const(value) if isinstance(value, int) else value
+
+
+def _element_hash(size, base, k1):
+    """h for elements 0..size-1, with `base` = k0 + offset (one fused add)."""
+    h = _mix(ops.add(ops.arange(size, dtype="int32"), _as_word(base)))
+    h = ops.bitwise_xor(h, _as_word(k1))
+    h = ops.multiply(h, _const(_ELEM_M3))
+    h = ops.bitwise_xor(h, _lsr(h, 15))
+    return ops.multiply(h, _const(_ELEM_M4))
+
+
+# ---------------------------------------------------------------------------
+# Argument checks, shared with `ops` and the layers.
+
+
+def check_seed(seed, name="seed"):
+    """Returns `seed` as a Python int in [0, 2**32), or raises."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"Invalid value received for argument `{name}`: expected a "
+            f"Python integer in [0, 2**32). Received: {name}={seed!r} "
+            f"(of type {type(seed).__name__})"
+        )
+    seed = int(seed)
+    if not 0 <= seed < _U32:
+        raise ValueError(
+            f"Invalid value received for argument `{name}`: expected an "
+            f"integer in [0, 2**32). Received: {name}={seed}"
+        )
+    return seed
+
+
+def _is_tensor_like(value):
+    return isinstance(value, (keras.Variable, keras.KerasTensor)) or (
+        ops.is_tensor(value) or hasattr(value, "__array__")
+    )
+
+
+def _check_word(value, name):
+    """An int in [0, 2**32) or an integer scalar tensor (cast to int32)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return check_seed(value, name)
+    if _is_tensor_like(value):
+        dtype = keras.backend.standardize_dtype(value.dtype)
+        if "int" not in dtype:
+            raise TypeError(
+                f"Invalid value received for argument `{name}`: expected an "
+                f"integer scalar, got a tensor of dtype {dtype}."
+            )
+        if tuple(value.shape) != ():
+            raise ValueError(
+                f"Invalid value received for argument `{name}`: expected a "
+                f"scalar, got a tensor of shape {tuple(value.shape)}."
+            )
+        # Casting wraps modulo 2**32: an int64 counter keeps its low word.
+        return ops.cast(value, "int32")
+    raise TypeError(
+        f"Invalid value received for argument `{name}`: expected an integer "
+        f"or an integer scalar tensor. Received: {name}={value!r} "
+        f"(of type {type(value).__name__})"
+    )
+
+
+def check_rate(rate, name="rate"):
+    """Returns `rate` as a Python float in [0, 1], or raises."""
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(
+            f"Invalid value received for argument `{name}`: expected a float "
+            f"between 0 and 1. Received: {name}={rate!r} "
+            f"(of type {type(rate).__name__})"
+        )
+    rate = float(rate)
+    if not 0.0 <= rate <= 1.0:  # False for NaN too.
+        raise ValueError(
+            f"Invalid value received for argument `{name}`: expected a float "
+            f"between 0 and 1. Received: {name}={rate}"
+        )
+    return rate
+
+
+def keep_threshold(rate):
+    """round((1 - rate) * 2**32), clamped to what 32 bits can compare.
+
+    Element j is kept iff its uniform 32-bit draw is below this value, so the
+    keep probability is `keep_threshold(rate) / 2**32`.
+    """
+    rate = check_rate(rate)
+    threshold = round((1 - Fraction(rate)) * _U32)
+    return min(max(threshold, 0), _U32 - 1) if rate != 0.0 else _U32
+
+
+def _check_shape(shape):
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(
+            "Invalid value received for argument `shape`: expected a tuple "
+            f"of non-negative integers. Received: shape={shape!r}"
+        )
+    shape = tuple(shape)
+    for dim in shape:
+        if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
+            if dim < 0:
+                raise ValueError(
+                    "Invalid value received for argument `shape`: "
+                    f"negative dimension. Received: shape={shape}"
+                )
+        elif not _is_tensor_like(dim):  # A dynamic (traced) dim.
+            raise TypeError(
+                "Invalid value received for argument `shape`: expected a "
+                f"tuple of non-negative integers. Received: shape={shape}"
+            )
+    return tuple(int(d) if isinstance(d, numbers.Integral) else d for d in shape)
+
+
+def _size(shape):
+    if all(isinstance(d, int) for d in shape):
+        size = math.prod(shape)
+        if size > _U32:
+            raise ValueError(
+                f"A mask of shape {shape} has {size} elements; the engine "
+                "addresses at most 2**32 elements per (seed, counter). Split "
+                "the tensor and use `offset`, or another counter."
+            )
+        return size
+    size = ops.convert_to_tensor(1, "int32")
+    for d in shape:
+        size = ops.multiply(size, ops.cast(d, "int32"))
+    return size
+
+
+# ---------------------------------------------------------------------------
+# Public API.
+
+
+def random_bits(shape, seed, counter=0, offset=0):
+    """The engine's raw 32-bit words `h` for a mask of `shape`, as int32.
+
+    The uniform draw of each element is `h + 2**31 (mod 2**32)`; see the
+    module docstring. Mostly useful to build other distributions and to test
+    the engine.
+
+    Args:
+        shape: tuple of non-negative ints (dynamic dims may be scalar tensors).
+        seed: Python int in [0, 2**32).
+        counter: int in [0, 2**32) or integer scalar tensor: the mask id.
+        offset: int in [0, 2**32) or integer scalar tensor: index of the
+            first element in the global row-major stream.
+
+    Returns:
+        An int32 tensor of shape `shape`.
+    """
+    shape = _check_shape(shape)
+    seed = check_seed(seed)
+    counter = _check_word(counter, "counter")
+    offset = _check_word(offset, "offset")
+    k0, k1 = _key(seed, counter)
+    h = _element_hash(_size(shape), _add_words(k0, offset), k1)
+    return ops.reshape(h, shape)
+
+
+def keep_mask(shape, rate, seed, counter=0, offset=0):
+    """Boolean mask of `shape`: True where an element is kept.
+
+    Each element is kept with probability `1 - rate` (exact to 2**-32) and
+    the result is a pure function of `(seed, counter, offset)`: the same on
+    every backend and device.
+
+    Args:
+        shape: tuple of non-negative ints (dynamic dims may be scalar tensors).
+        rate: float in [0, 1], the drop probability.
+        seed: Python int in [0, 2**32).
+        counter: int in [0, 2**32) or integer scalar tensor: the mask id
+            (e.g. the training step).
+        offset: int or integer scalar tensor: row-major index of this mask's
+            first element within a larger mask (for shards).
+
+    Returns:
+        A bool tensor of shape `shape`.
+
+    Example:
+
+    >>> m = keep_mask((2, 3), rate=0.5, seed=7, counter=0)
+    >>> m.shape
+    (2, 3)
+    """
+    threshold = keep_threshold(rate)
+    shape = _check_shape(shape)
+    if threshold >= _U32:
+        return ops.ones(shape, dtype="bool")
+    h = random_bits(shape, seed, counter, offset)
+    return ops.less(h, _const(threshold - (1 << 31)))
