@@ -42,3 +42,12 @@ def _fresh_session():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def skip_unless_dtype_available(dtype):
+    """JAX without x64 has no 64-bit dtypes: it would silently use 32 bits."""
+    if BACKEND == "jax" and dtype in ("float64", "int64"):
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip(f"{dtype} needs jax_enable_x64")

@@ -1,0 +1,105 @@
+"""Bit-for-bit equality across backends: one subprocess per backend.
+
+Each subprocess computes the golden masks, the raw engine words, and the
+outputs of `Dropout(0.5, seed=...)` over successive training calls (eager and
+inside the backend's compiler), and writes them to an .npz file.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import reference
+
+BACKENDS = ("tensorflow", "jax", "torch")
+MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+WORKER = r"""
+import sys
+import numpy as np
+import keras
+sys.path.insert(0, sys.argv[2])
+from conftest import compiled, to_np
+import keras_dropout_variants as kdv
+from keras_dropout_variants import random as kr
+
+out = {}
+for i, (shape, rate, seed, counter, offset) in enumerate([
+    ((1000,), 0.5, 0, 0, 0), ((32, 64), 0.1, 42, 0, 0), ((7, 11, 13), 0.5, 2**32 - 1, 2**32 - 1, 0),
+    ((4096,), 0.3, 123456789, 1000, 2**32 - 100),
+]):
+    out[f"mask{i}"] = to_np(kr.keep_mask(shape, rate, seed, counter, offset))
+out["words"] = to_np(kr.random_bits((3, 5, 7), 99, 3, 11))
+
+x = np.random.default_rng(0).normal(size=(16, 3, 10)).astype("float32")
+layer = kdv.Dropout(0.5, seed=2024)
+for step in range(4):
+    out[f"layer{step}"] = to_np(layer(x, training=True))
+spatial = kdv.Dropout(0.5, noise_shape=(None, 1, 10), seed=7)
+for step in range(2):
+    out[f"spatial{step}"] = to_np(spatial(x, training=True))
+
+# The same outputs from inside the backend's compiler, with a traced counter.
+fast = compiled(lambda x, c: kdv.ops.dropout(x, 0.5, seed=2024, counter=c))
+for step in range(4):
+    c = keras.ops.convert_to_tensor(step, dtype="int32")
+    out[f"compiled{step}"] = to_np(fast(keras.ops.convert_to_tensor(x), c))
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cross_backend")
+    got = {}
+    for backend in BACKENDS:
+        if importlib.util.find_spec(MODULES[backend]) is None:
+            continue
+        path = str(tmp / f"{backend}.npz")
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        proc = subprocess.run(
+            [sys.executable, "-c", WORKER, path, HERE],
+            env=env, capture_output=True, text=True, timeout=900,
+        )
+        assert proc.returncode == 0, f"{backend} worker failed:\n{proc.stderr[-4000:]}"
+        got[backend] = dict(np.load(path))
+    if len(got) < 2:
+        pytest.skip(f"needs two installed backends, found {sorted(got)}")
+    return got
+
+
+def test_all_three_backends_compared(results):
+    # The test matrix installs every backend: a missing one is a setup error.
+    assert sorted(results) == sorted(BACKENDS)
+
+
+def test_masks_and_outputs_identical_across_backends(results):
+    names = sorted(next(iter(results.values())))
+    first, *others = sorted(results)
+    for name in names:
+        for other in others:
+            a, b = results[first][name], results[other][name]
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            assert a.tobytes() == b.tobytes(), f"{name}: {first} != {other}"
+
+
+def test_outputs_match_the_numpy_reference(results):
+    got = next(iter(results.values()))
+    x = np.random.default_rng(0).normal(size=(16, 3, 10)).astype("float32")
+    for step in range(4):
+        keep = reference.keep_mask(x.shape, 0.5, 2024, step)
+        expected = np.where(keep, x * np.float32(2), 0)
+        np.testing.assert_array_equal(got[f"layer{step}"], expected)
+        np.testing.assert_array_equal(got[f"compiled{step}"], expected)
+    for step in range(2):
+        keep = reference.keep_mask((16, 1, 10), 0.5, 7, step)
+        np.testing.assert_array_equal(got[f"spatial{step}"], np.where(keep, x * np.float32(2), 0))
+    words = reference.uniform_words((3, 5, 7), 99, 3, 11) - np.uint32(2**31)
+    np.testing.assert_array_equal(got["words"].view(np.uint32), words)
+    # Successive training calls draw different masks.
+    assert not np.array_equal(got["layer0"] == 0, got["layer1"] == 0)

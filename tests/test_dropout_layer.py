@@ -1,0 +1,291 @@
+"""`keras_dropout_variants.Dropout`: a drop-in for `keras.layers.Dropout`."""
+
+import keras
+import numpy as np
+import pytest
+
+import reference
+from conftest import BACKEND, skip_unless_dtype_available, to_np
+import keras_dropout_variants as kdv
+from keras_dropout_variants import ops as kops
+
+
+def x_data(shape=(8, 16), seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def counter(layer):
+    return int(to_np(layer.counter))
+
+
+# --- Behaviour ---
+
+
+@pytest.mark.parametrize("training", [None, False])
+def test_inference_returns_input_unchanged(training):
+    x = x_data()
+    layer = kdv.Dropout(0.5, seed=1)
+    np.testing.assert_array_equal(to_np(layer(x, training=training)), x)
+    assert counter(layer) == 0
+
+
+def test_training_calls_follow_the_op_and_advance_the_counter():
+    x = x_data()
+    layer = kdv.Dropout(0.3, seed=17)
+    outputs = [to_np(layer(x, training=True)) for _ in range(3)]
+    for step, y in enumerate(outputs):
+        np.testing.assert_array_equal(y, to_np(kops.dropout(x, 0.3, seed=17, counter=step)))
+    assert counter(layer) == 3
+    assert not np.array_equal(outputs[0], outputs[1])
+
+
+def test_rate_zero_is_identity_in_training():
+    x = x_data()
+    np.testing.assert_array_equal(to_np(kdv.Dropout(0.0, seed=1)(x, training=True)), x)
+
+
+def test_rate_one_gives_zeros_without_nan():
+    x = x_data()
+    x[0, 0] = np.nan
+    y = to_np(kdv.Dropout(1.0, seed=1)(x, training=True))
+    np.testing.assert_array_equal(y, np.zeros_like(x))
+
+
+def test_noise_shape_with_none_entries():
+    x = x_data((4, 5, 6))
+    y = to_np(kdv.Dropout(0.5, noise_shape=(None, 1, None), seed=3)(x, training=True))
+    keep = reference.keep_mask((4, 1, 6), 0.5, 3, 0)
+    np.testing.assert_array_equal(y, np.where(keep, x * 2, 0))
+
+
+@pytest.mark.parametrize(
+    "noise_shape,match",
+    [((4, 1), r"noise_shape.*rank"), ((4, 3, 6), r"noise_shape.*\(4, 5, 6\)")],
+)
+def test_noise_shape_mismatch_at_call(noise_shape, match):
+    layer = kdv.Dropout(0.5, noise_shape=noise_shape, seed=1)
+    with pytest.raises(ValueError, match=match):
+        layer(np.ones((4, 5, 6), "float32"), training=True)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_output_dtype_follows_keras_dropout(dtype):
+    skip_unless_dtype_available(dtype)
+    x = keras.ops.ones((4, 4), dtype=dtype)
+    for kwargs in [{}, {"dtype": dtype}, {"dtype": "mixed_float16"}]:
+        ours = kdv.Dropout(0.5, seed=1, **kwargs)(x, training=True)
+        theirs = keras.layers.Dropout(0.5, seed=1, **kwargs)(x, training=True)
+        assert ours.dtype == theirs.dtype, kwargs
+    # With its own dtype policy, every float dtype is kept.
+    y = kdv.Dropout(0.5, seed=1, dtype=dtype)(x, training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == dtype
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool"])
+@pytest.mark.parametrize("training", [True, False])
+def test_integer_inputs_raise_type_error(dtype, training):
+    with pytest.raises(TypeError, match=f"floating.*{dtype}"):
+        kdv.Dropout(0.5, seed=1)(keras.ops.ones((2, 2), dtype=dtype), training=training)
+
+
+# --- Constructor validation ---
+
+
+@pytest.mark.parametrize(
+    "rate,error,shown",
+    [
+        ("0.5", TypeError, "'0.5'"),
+        (None, TypeError, "None"),
+        (True, TypeError, "True"),
+        (float("nan"), ValueError, "nan"),
+        (-0.1, ValueError, "-0.1"),
+        (1.5, ValueError, "1.5"),
+        ([0.5], TypeError, r"\[0.5\]"),
+    ],
+)
+def test_bad_rate(rate, error, shown):
+    with pytest.raises(error, match=rf"`rate`.*{shown}"):
+        kdv.Dropout(rate)
+
+
+def test_numpy_rate_accepted():
+    assert kdv.Dropout(np.float32(0.25), seed=1).rate == 0.25
+
+
+@pytest.mark.parametrize(
+    "seed,error,shown",
+    [("1", TypeError, "'1'"), (1.5, TypeError, "1.5"), (-1, ValueError, "-1"),
+     (2**32, ValueError, "4294967296"), (True, TypeError, "True")],
+)
+def test_bad_seed(seed, error, shown):
+    with pytest.raises(error, match=rf"`seed`.*{shown}"):
+        kdv.Dropout(0.5, seed=seed)
+
+
+@pytest.mark.parametrize(
+    "noise_shape,shown",
+    [("abc", "abc"), (5, "5"), ((None, 1.5), "1.5"), ((2, 0), "0"), ((-1,), "-1"),
+     ((2, "3"), "'3'"), ((True,), "True")],
+)
+def test_bad_noise_shape_at_construction(noise_shape, shown):
+    with pytest.raises(ValueError, match=rf"`noise_shape`.*{shown}"):
+        kdv.Dropout(0.5, noise_shape=noise_shape)
+
+
+def test_keras_rejects_the_same_noise_shapes():
+    # Our construction errors are a superset of Keras': every value Keras
+    # rejects (bool aside, which Keras takes as an int), we reject too.
+    for bad in ["abc", 5, (None, 1.5), (2, 0), (-1,), (2, "3")]:
+        with pytest.raises(ValueError):
+            keras.layers.Dropout(0.5, noise_shape=bad)
+
+
+def test_numpy_integer_noise_shape_accepted_and_serializable():
+    layer = kdv.Dropout(0.5, noise_shape=[np.int64(4), None, np.int32(1)], seed=1)
+    assert layer.noise_shape == (4, None, 1)
+    assert all(type(d) in (int, type(None)) for d in layer.get_config()["noise_shape"])
+
+
+# --- Config and seeds ---
+
+
+def test_config_matches_keras_and_round_trips():
+    layer = kdv.Dropout(0.3, noise_shape=(None, 1), seed=5, name="drop")
+    config = layer.get_config()
+    keras_config = keras.layers.Dropout(0.3, noise_shape=(None, 1), seed=5, name="drop").get_config()
+    assert set(config) == set(keras_config)
+    assert {k: config[k] for k in ("rate", "seed", "noise_shape")} == {
+        "rate": 0.3, "seed": 5, "noise_shape": (None, 1)
+    }
+    clone = kdv.Dropout.from_config(config)
+    assert clone.get_config() == config
+    x = x_data((6, 4))
+    np.testing.assert_array_equal(to_np(clone(x, training=True)), to_np(layer(x, training=True)))
+
+
+def test_seed_none_draws_a_seed_kept_in_config_and_reproducible():
+    keras.utils.set_random_seed(123)
+    a = kdv.Dropout(0.5)
+    keras.utils.set_random_seed(123)
+    b = kdv.Dropout(0.5)
+    c = kdv.Dropout(0.5)
+    assert isinstance(a.seed, int) and a.seed == b.seed != c.seed
+    assert a.get_config()["seed"] == a.seed
+
+
+def test_compute_output_shape():
+    assert kdv.Dropout(0.5, seed=1).compute_output_shape((None, 3, 4)) == (None, 3, 4)
+
+
+def test_counter_is_a_saved_non_trainable_weight():
+    layer = kdv.Dropout(0.5, seed=1)
+    assert layer.trainable_weights == []
+    assert len(layer.weights) == 1 and layer.weights[0] is layer.counter
+    assert keras.backend.standardize_dtype(layer.counter.dtype) == "int32"
+
+
+# --- Models ---
+
+
+def mlp(dropout_layer):
+    return keras.Sequential(
+        [keras.Input((16,)), keras.layers.Dense(32, activation="relu"), dropout_layer,
+         keras.layers.Dense(1)]
+    )
+
+
+def test_functional_and_subclassed_models():
+    x = x_data()
+    inputs = keras.Input((16,))
+    outputs = kdv.Dropout(0.5, seed=4)(keras.layers.Dense(8)(inputs))
+    functional = keras.Model(inputs, outputs)
+    assert functional.output_shape == (None, 8)
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(8)
+            self.drop = kdv.Dropout(0.5, seed=4)
+
+        def call(self, x, training=False):
+            return self.drop(self.dense(x), training=training)
+
+    net = Net()
+    net(x)
+    for model in (functional, net):
+        np.testing.assert_array_equal(to_np(model(x)), to_np(model(x)))
+        y1, y2 = to_np(model(x, training=True)), to_np(model(x, training=True))
+        assert not np.array_equal(y1, y2)
+        assert ((y1 == 0).mean() > 0.2) and ((y1 == 0).mean() < 0.8)
+
+
+def fit_steps(model, jit_compile):
+    model.compile("sgd", "mse", jit_compile=jit_compile)
+    x = x_data((64, 16))
+    model.fit(x, x[:, :1], batch_size=16, epochs=3, verbose=0)  # 4 steps an epoch
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_fit_advances_counter_once_per_step_without_retracing(jit_compile):
+    if BACKEND == "torch" and jit_compile:
+        return check_torch_compile_fit_adds_no_recompiles()
+    calls = []
+
+    class CountingDropout(kdv.Dropout):
+        def call(self, inputs, training=False):
+            calls.append(training)
+            return super().call(inputs, training=training)
+
+    layer = CountingDropout(0.5, seed=2)
+    fit_steps(mlp(layer), jit_compile)
+    assert counter(layer) == 12
+    # JAX and torch run eagerly without jit_compile; TF always builds a graph.
+    if jit_compile or BACKEND == "tensorflow":
+        # Traced a few times at most, then replayed: the counter is a tensor.
+        assert len(calls) <= 3, len(calls)
+    else:
+        assert calls.count(True) == 12
+
+
+def check_torch_compile_fit_adds_no_recompiles():
+    # A Python-side call counter would itself make dynamo recompile, so count
+    # dynamo's graphs instead: the model with our layer compiles exactly as
+    # many graphs as the same model with an Identity in its place.
+    import torch
+    from torch._dynamo.utils import counters
+
+    graphs = []
+    layer = kdv.Dropout(0.5, seed=2)
+    for middle in (layer, keras.layers.Identity()):
+        torch._dynamo.reset()
+        counters.clear()
+        fit_steps(mlp(middle), jit_compile=True)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert counter(layer) == 12
+    assert graphs[0] == graphs[1], graphs
+
+
+def test_save_and_load_keras_format_keeps_counter_and_continues_masks(tmp_path):
+    x = x_data((64, 16))
+    model = mlp(kdv.Dropout(0.5, seed=8))
+    model.compile("adam", "mse")
+    model.fit(x, x[:, :1], batch_size=16, epochs=1, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded.layers[1], kdv.Dropout)
+    assert counter(loaded.layers[1]) == counter(model.layers[1]) == 4
+    np.testing.assert_array_equal(to_np(loaded.predict(x, verbose=0)), to_np(model.predict(x, verbose=0)))
+    # The next training call draws mask 4 in both: the original and the reloaded.
+    h = to_np(model.layers[0](x))
+    np.testing.assert_array_equal(
+        to_np(loaded.layers[1](h, training=True)), to_np(model.layers[1](h, training=True))
+    )
+
+
+def test_rate_one_in_fit_gives_finite_loss():
+    x = x_data((32, 16))
+    model = mlp(kdv.Dropout(1.0, seed=1))
+    model.compile("sgd", "mse")
+    history = model.fit(x, x[:, :1], epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()

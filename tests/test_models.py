@@ -1,0 +1,65 @@
+"""A small Sequential model with `Dropout`, trained with `fit()` on each backend."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+
+from conftest import BACKEND, to_np
+import keras_dropout_variants as kdv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def classification_data(n=512, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 20)).astype("float32")
+    w = rng.normal(size=(20, 4))
+    y = np.argmax(x @ w + 0.1 * rng.normal(size=(n, 4)), axis=1)
+    return x, y
+
+
+def test_sequential_fit_predict_save_reload(tmp_path):
+    keras.utils.set_random_seed(0)
+    x, y = classification_data()
+    model = keras.Sequential(
+        [
+            keras.Input((20,)),
+            keras.layers.Dense(64, activation="relu"),
+            kdv.Dropout(0.3, seed=1),
+            keras.layers.Dense(64, activation="relu"),
+            kdv.Dropout(0.3, noise_shape=(None, 64), seed=2),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=32, epochs=8, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.6 * losses[0], losses
+    # Inference (no dropout) on the training data: well above chance (0.25).
+    assert model.evaluate(x, y, verbose=0)[1] > 0.7
+
+    first = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(first, model.predict(x, verbose=0))
+
+    path = str(tmp_path / "mlp.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), first)
+    for ours, theirs in zip(model.layers, loaded.layers):
+        if isinstance(ours, kdv.Dropout):
+            assert theirs.get_config() == ours.get_config()
+            assert int(to_np(theirs.counter)) == int(to_np(ours.counter)) == 8 * 16
+
+
+def test_quickstart_example_runs():
+    env = dict(os.environ, KERAS_BACKEND=BACKEND)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--epochs", "2"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"backend: {BACKEND}" in result.stdout
+    assert "predictions deterministic: True" in result.stdout
