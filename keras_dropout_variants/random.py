@@ -327,7 +327,7 @@ def keep_mask(shape, rate, seed, counter=0, offset=0):
     Example:
 
     >>> m = keep_mask((2, 3), rate=0.5, seed=7, counter=0)
-    >>> m.shape
+    >>> tuple(m.shape)
     (2, 3)
     """
     threshold = keep_threshold(rate)
