@@ -334,5 +334,44 @@ def keep_mask(shape, rate, seed, counter=0, offset=0):
     shape = _check_shape(shape)
     if threshold >= _U32:
         return ops.ones(shape, dtype="bool")
-    h = random_bits(shape, seed, counter, offset)
+    seed = check_seed(seed)
+    k0, k1 = _key(seed, _check_word(counter, "counter"))
+    base = _add_words(k0, _check_word(offset, "offset"))
+    keep = _dispatch()(_size(shape), _as_word(base), _as_word(k1), threshold)
+    return ops.reshape(keep, shape)
+
+
+def _flat_keep(size, base, k1, threshold):
+    """The keep decision of elements 0..size-1 (pure keras.ops)."""
+    h = _element_hash(size, base, k1)
     return ops.less(h, _const(threshold - (1 << 31)))
+
+
+# The engine's one dispatch point. Where a backend compiles a whole function
+# cheaply per shape, the same keras.ops code runs under that compiler, fused
+# into one pass instead of one pass per integer op:
+# - TensorFlow: `fit()` runs plain (non-XLA) graphs by default, where each
+#   int32 op is a separate kernel; an inner `jit_compile=True` function is
+#   XLA-compiled even there, and inlines into an outer XLA graph.
+# - JAX: eager calls dispatch op by op; `jax.jit` inlines under an outer jit.
+# - torch: runs eagerly (torch.compile takes tens of seconds per shape).
+# Integer arithmetic is exact, so every path gives the same bits; the tests
+# compare each one with the NumPy reference and with `_flat_keep` itself.
+_COMPILED = {}
+_use_compiled_path = True
+
+
+def _dispatch():
+    backend = keras.backend.backend()
+    if not _use_compiled_path or backend not in ("tensorflow", "jax"):
+        return _flat_keep
+    if backend not in _COMPILED:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            _COMPILED[backend] = tf.function(_flat_keep, jit_compile=True)
+        else:
+            import jax
+
+            _COMPILED[backend] = jax.jit(_flat_keep, static_argnums=(0, 3))
+    return _COMPILED[backend]

@@ -243,3 +243,17 @@ def test_counter_tensor_must_be_integer_scalar():
 
 def test_rate_zero_keeps_everything_without_random_work():
     assert to_np(kr.keep_mask((3, 4), 0.0, 1)).all()
+
+
+@pytest.mark.parametrize("counter", [0, 2**32 - 1])
+def test_compiled_dispatch_path_gives_the_bits_of_the_plain_path(monkeypatch, counter):
+    # keep_mask goes through the engine's dispatch point (an XLA-compiled
+    # function on TF and JAX); the plain keras.ops path must agree bit for bit.
+    args = ((33, 65), 0.4, 5, counter, 3)
+    fast = to_np(kr.keep_mask(*args))
+    fast_tensor = to_np(kr.keep_mask(*args[:3], keras.ops.convert_to_tensor(np.uint32(counter).view(np.int32)), 3))
+    monkeypatch.setattr(kr, "_use_compiled_path", False)
+    plain = to_np(kr.keep_mask(*args))
+    np.testing.assert_array_equal(fast, plain)
+    np.testing.assert_array_equal(fast_tensor, plain)
+    np.testing.assert_array_equal(plain, reference.keep_mask(*args))
