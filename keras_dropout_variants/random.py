@@ -126,11 +126,15 @@ def _mix(x):
 
 
 def _key(seed, counter):
-    """(k0, k1) as Python ints when `counter` is an int, else int32 tensors."""
-    if isinstance(counter, int):
+    """(k0, k1): Python ints when both inputs are, else int32 tensors."""
+    if isinstance(seed, int) and isinstance(counter, int):
         return _key_py(seed, counter)
-    b = ops.bitwise_xor(counter, _const(_seed_word(seed)))
-    a = ops.bitwise_xor(_const(seed), _mix(ops.add(b, _const(_ROUND_C[1]))))
+    if isinstance(seed, int):
+        b = ops.bitwise_xor(counter, _const(_seed_word(seed)))
+    else:
+        seed_word = _mix(ops.add(seed, _const(_ROUND_C[0])))
+        b = ops.bitwise_xor(_as_word(counter), seed_word)
+    a = ops.bitwise_xor(_as_word(seed), _mix(ops.add(b, _const(_ROUND_C[1]))))
     b = ops.bitwise_xor(b, _mix(ops.add(a, _const(_ROUND_C[2]))))
     return a, b
 
@@ -334,16 +338,18 @@ def keep_mask(shape, rate, seed, counter=0, offset=0):
     shape = _check_shape(shape)
     if threshold >= _U32:
         return ops.ones(shape, dtype="bool")
-    seed = check_seed(seed)
-    k0, k1 = _key(seed, _check_word(counter, "counter"))
-    base = _add_words(k0, _check_word(offset, "offset"))
-    keep = _dispatch()(_size(shape), _as_word(base), _as_word(k1), threshold)
-    return ops.reshape(keep, shape)
+    words = (
+        check_seed(seed),
+        _check_word(counter, "counter"),
+        _check_word(offset, "offset"),
+    )
+    return ops.reshape(_dispatch(_size(shape), *words, threshold), shape)
 
 
-def _flat_keep(size, base, k1, threshold):
+def _flat_keep(size, seed, counter, offset, threshold):
     """The keep decision of elements 0..size-1 (pure keras.ops)."""
-    h = _element_hash(size, base, k1)
+    k0, k1 = _key(seed, counter)
+    h = _element_hash(size, _add_words(k0, offset), k1)
     return ops.less(h, _const(threshold - (1 << 31)))
 
 
@@ -364,28 +370,34 @@ _COMPILED = {}
 _use_compiled_path = True
 
 
-def _dispatch():
+def _dispatch(size, seed, counter, offset, threshold):
     backend = keras.backend.backend()
     if not _use_compiled_path or backend not in ("tensorflow", "jax", "torch"):
-        return _flat_keep
+        return _flat_keep(size, seed, counter, offset, threshold)
+    if backend == "torch":
+        return _torch_flat_keep(size, seed, counter, offset, threshold)
     if backend not in _COMPILED:
         if backend == "tensorflow":
             import tensorflow as tf
 
             _COMPILED[backend] = tf.function(_flat_keep, jit_compile=True)
-        elif backend == "jax":
+        else:
             import jax
 
-            _COMPILED[backend] = jax.jit(_flat_keep, static_argnums=(0, 3))
-        else:
-            _COMPILED[backend] = _torch_flat_keep
-    return _COMPILED[backend]
+            _COMPILED[backend] = jax.jit(_flat_keep, static_argnums=(0, 4))
+    # Words go in as tensors, so that a new seed or counter does not retrace;
+    # the key is derived inside the compiled function too.
+    seed, counter, offset = (_as_word(w) for w in (seed, counter, offset))
+    return _COMPILED[backend](size, seed, counter, offset, threshold)
 
 
-def _torch_flat_keep(size, base, k1, threshold):
+def _torch_flat_keep(size, seed, counter, offset, threshold):
     """`_flat_keep` with in-place torch ops on one int32 buffer."""
     import torch
 
+    k0, k1 = _key(seed, counter)
+    base = _as_word(_add_words(k0, offset))
+    k1 = _as_word(k1)
     h = torch.arange(size, dtype=torch.int32, device=base.device)
     tmp = torch.empty_like(h)
 
