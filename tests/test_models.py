@@ -35,11 +35,12 @@ def test_sequential_fit_predict_save_reload(tmp_path):
         ]
     )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(x, y, batch_size=32, epochs=8, verbose=0)
+    history = model.fit(x, y, batch_size=32, epochs=12, verbose=0)
     losses = history.history["loss"]
+    # Seen: the loss falls to 0.39-0.42 of its first epoch's value.
     assert losses[-1] < 0.6 * losses[0], losses
     # Inference (no dropout) on the training data: well above chance (0.25).
-    assert model.evaluate(x, y, verbose=0)[1] > 0.7
+    assert model.evaluate(x, y, verbose=0)[1] > 0.75  # seen: 0.89-0.93
 
     first = model.predict(x, verbose=0)
     np.testing.assert_array_equal(first, model.predict(x, verbose=0))
@@ -51,7 +52,18 @@ def test_sequential_fit_predict_save_reload(tmp_path):
     for ours, theirs in zip(model.layers, loaded.layers):
         if isinstance(ours, kdv.Dropout):
             assert theirs.get_config() == ours.get_config()
-            assert int(to_np(theirs.counter)) == int(to_np(ours.counter)) == 8 * 16
+            assert int(to_np(theirs.counter)) == int(to_np(ours.counter)) == 12 * 16
+
+
+def test_readme_example_runs_as_pasted():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    env = dict(os.environ, KERAS_BACKEND=BACKEND)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_quickstart_example_runs():
