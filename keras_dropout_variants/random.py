@@ -165,21 +165,23 @@ def _element_hash(size, base, k1):
 # Argument checks, shared with `ops` and the layers.
 
 
+def _invalid(error, name, expected, value):
+    """The package's one wording for a bad argument: names it and its value."""
+    kind = "" if error is ValueError else f" (of type {type(value).__name__})"
+    return error(
+        f"Invalid value received for argument `{name}`: expected {expected}. "
+        f"Received: {name}={value!r}{kind}"
+    )
+
+
 def check_seed(seed, name="seed"):
     """Returns `seed` as a Python int in [0, 2**32), or raises."""
+    expected = "a Python integer in [0, 2**32)"
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(
-            f"Invalid value received for argument `{name}`: expected a "
-            f"Python integer in [0, 2**32). Received: {name}={seed!r} "
-            f"(of type {type(seed).__name__})"
-        )
-    seed = int(seed)
+        raise _invalid(TypeError, name, expected, seed)
     if not 0 <= seed < _U32:
-        raise ValueError(
-            f"Invalid value received for argument `{name}`: expected an "
-            f"integer in [0, 2**32). Received: {name}={seed}"
-        )
-    return seed
+        raise _invalid(ValueError, name, expected, int(seed))
+    return int(seed)
 
 
 def _is_tensor_like(value):
@@ -206,28 +208,17 @@ def _check_word(value, name):
             )
         # Casting wraps modulo 2**32: an int64 counter keeps its low word.
         return ops.cast(value, "int32")
-    raise TypeError(
-        f"Invalid value received for argument `{name}`: expected an integer "
-        f"or an integer scalar tensor. Received: {name}={value!r} "
-        f"(of type {type(value).__name__})"
-    )
+    raise _invalid(TypeError, name, "an integer or an integer scalar tensor", value)
 
 
 def check_rate(rate, name="rate"):
     """Returns `rate` as a Python float in [0, 1], or raises."""
+    expected = "a float between 0 and 1"
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise TypeError(
-            f"Invalid value received for argument `{name}`: expected a float "
-            f"between 0 and 1. Received: {name}={rate!r} "
-            f"(of type {type(rate).__name__})"
-        )
-    rate = float(rate)
+        raise _invalid(TypeError, name, expected, rate)
     if not 0.0 <= rate <= 1.0:  # False for NaN too.
-        raise ValueError(
-            f"Invalid value received for argument `{name}`: expected a float "
-            f"between 0 and 1. Received: {name}={rate}"
-        )
-    return rate
+        raise _invalid(ValueError, name, expected, float(rate))
+    return float(rate)
 
 
 def keep_threshold(rate):

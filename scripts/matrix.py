@@ -19,6 +19,7 @@ def run(backend, extra_args):
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "junit.xml")
         env = dict(os.environ, KERAS_BACKEND=backend)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF start-up logs out of the report
         print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
         code = subprocess.call(
             [sys.executable, "-m", "pytest", "-q", f"--junitxml={report}", *extra_args],
