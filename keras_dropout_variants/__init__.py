@@ -2,8 +2,8 @@
 
 from keras_dropout_variants import ops
 from keras_dropout_variants import random
-from keras_dropout_variants.layers import Dropout
+from keras_dropout_variants.layers import Dropout, SeededDropout
 
 __version__ = "0.1.0"
 
-__all__ = ["Dropout", "ops", "random", "__version__"]
+__all__ = ["Dropout", "SeededDropout", "ops", "random", "__version__"]

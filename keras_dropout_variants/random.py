@@ -190,7 +190,7 @@ def _is_tensor_like(value):
     )
 
 
-def _check_word(value, name):
+def check_word(value, name):
     """An int in [0, 2**32) or an integer scalar tensor (cast to int32)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return check_seed(value, name)
@@ -293,8 +293,8 @@ def random_bits(shape, seed, counter=0, offset=0):
     """
     shape = _check_shape(shape)
     seed = check_seed(seed)
-    counter = _check_word(counter, "counter")
-    offset = _check_word(offset, "offset")
+    counter = check_word(counter, "counter")
+    offset = check_word(offset, "offset")
     k0, k1 = _key(seed, counter)
     h = _element_hash(_size(shape), _add_words(k0, offset), k1)
     return ops.reshape(h, shape)
@@ -331,8 +331,8 @@ def keep_mask(shape, rate, seed, counter=0, offset=0):
         return ops.ones(shape, dtype="bool")
     words = (
         check_seed(seed),
-        _check_word(counter, "counter"),
-        _check_word(offset, "offset"),
+        check_word(counter, "counter"),
+        check_word(offset, "offset"),
     )
     return ops.reshape(_dispatch(_size(shape), *words, threshold), shape)
 

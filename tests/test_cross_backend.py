@@ -1,8 +1,9 @@
 """Bit-for-bit equality across backends: one subprocess per backend.
 
-Each subprocess computes the golden masks, the raw engine words, and the
+Each subprocess computes the golden masks, the raw engine words, the
 outputs of `Dropout(0.5, seed=...)` over successive training calls (eager and
-inside the backend's compiler), and writes them to an .npz file.
+inside the backend's compiler) and of `SeededDropout` for several
+(seed, mask_id, noise_shape), and writes them to an .npz file.
 """
 
 import importlib.util
@@ -43,6 +44,10 @@ for step in range(4):
 spatial = kdv.Dropout(0.5, noise_shape=(None, 1, 10), seed=7)
 for step in range(2):
     out[f"spatial{step}"] = to_np(spatial(x, training=True))
+
+for seed, mask_id, noise_shape in [(0, 0, None), (31337, 12, (None, 1, 10)), (2**32 - 1, 2**32 - 1, (16, 3, 1))]:
+    seeded = kdv.SeededDropout(0.3, seed=seed, noise_shape=noise_shape)
+    out[f"seeded_{seed}_{mask_id}"] = to_np(seeded(x, training=True, mask_id=mask_id))
 
 # The same outputs from inside the backend's compiler, with a traced counter.
 fast = compiled(lambda x, c: kdv.ops.dropout(x, 0.5, seed=2024, counter=c))
@@ -101,5 +106,10 @@ def test_outputs_match_the_numpy_reference(results):
         np.testing.assert_array_equal(got[f"spatial{step}"], np.where(keep, x * np.float32(2), 0))
     words = reference.uniform_words((3, 5, 7), 99, 3, 11) - np.uint32(2**31)
     np.testing.assert_array_equal(got["words"].view(np.uint32), words)
+    for seed, mask_id, mask_shape in [(0, 0, (16, 3, 10)), (31337, 12, (16, 1, 10)),
+                                      (2**32 - 1, 2**32 - 1, (16, 3, 1))]:
+        keep = reference.keep_mask(mask_shape, 0.3, seed, mask_id)
+        expected = np.where(keep, x * np.float32(1 / 0.7), 0)
+        np.testing.assert_array_equal(got[f"seeded_{seed}_{mask_id}"], expected)
     # Successive training calls draw different masks.
     assert not np.array_equal(got["layer0"] == 0, got["layer1"] == 0)

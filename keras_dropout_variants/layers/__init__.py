@@ -1,3 +1,4 @@
 from keras_dropout_variants.layers.dropout import Dropout
+from keras_dropout_variants.layers.seeded_dropout import SeededDropout
 
-__all__ = ["Dropout"]
+__all__ = ["Dropout", "SeededDropout"]

@@ -80,18 +80,22 @@ class Dropout(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=False):
+        return self._dropout(inputs, training)
+
+    def _dropout(self, inputs, training, mask_id=None):
+        """Applies the mask `mask_id`, or the step counter's and advances it."""
         kdv_ops.check_floating(inputs)
         if not training or self.rate == 0.0:
             return inputs
+        if mask_id is not None:
+            return kdv_ops.dropout(
+                inputs, self.rate, self.noise_shape, seed=self.seed, counter=mask_id
+            )
         # Compute with the current value before assigning the next one: on
         # some backends a tensor read from a variable aliases its storage.
         counter = ops.convert_to_tensor(self.counter)
         outputs = kdv_ops.dropout(
-            inputs,
-            self.rate,
-            noise_shape=self.noise_shape,
-            seed=self.seed,
-            counter=counter,
+            inputs, self.rate, self.noise_shape, seed=self.seed, counter=counter
         )
         self.counter.assign(ops.add(counter, 1))
         return outputs
