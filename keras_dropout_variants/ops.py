@@ -4,6 +4,7 @@ Every op draws its masks from `keras_dropout_variants.random`, so a layer and
 its op give the same bits for the same `(seed, counter)` on every backend.
 """
 
+import math
 import numbers
 
 import keras
@@ -11,7 +12,7 @@ from keras import ops
 
 from keras_dropout_variants import random as _random
 
-__all__ = ["dropout"]
+__all__ = ["dropout", "drop_connect"]
 
 
 def check_noise_shape(noise_shape):
@@ -154,3 +155,40 @@ def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0):
     keep = _random.keep_mask(mask_shape, rate, seed, counter, offset)
     scale = ops.convert_to_tensor(1.0 / (1.0 - rate), dtype=x.dtype)
     return ops.where(keep, ops.multiply(x, scale), zero)
+
+
+def drop_connect(
+    x, kernel, rate, bias=None, drop_bias=False, seed=None, counter=0
+):
+    """A dense product with dropped weights: `x @ (M * kernel) / (1 - rate)`.
+
+    DropConnect (Wan et al., 2013): each weight is kept with probability
+    `1 - rate` and kept weights are scaled by `1 / (1 - rate)`, so the
+    expected output is `x @ kernel + bias`. The kernel mask is
+    `keep_mask(kernel.shape, rate, seed, counter)`, shared by the whole batch;
+    with `drop_bias`, the bias mask continues the same stream right after the
+    kernel's elements. The masked kernel is a local tensor: nothing is
+    assigned, and gradients reach only the kept weights.
+
+    Args:
+        x: floating-point tensor `(..., in)`.
+        kernel: `(in, out)` tensor or variable.
+        rate: float in [0, 1], the probability of dropping a weight.
+        bias: optional `(out,)` tensor, added after the product.
+        drop_bias: whether the bias is dropped (and scaled) too.
+        seed: Python int in [0, 2**32). Required.
+        counter: int or integer scalar tensor selecting the mask.
+
+    Returns:
+        `(..., out)` tensor: the pre-activation.
+    """
+    kernel = ops.convert_to_tensor(kernel)
+    outputs = ops.matmul(x, dropout(kernel, rate, seed=seed, counter=counter))
+    if bias is None:
+        return outputs
+    if drop_bias:
+        offset = _random.check_word(
+            math.prod(kernel.shape) % 2**32, "offset"
+        )
+        bias = dropout(bias, rate, seed=seed, counter=counter, offset=offset)
+    return ops.add(outputs, bias)

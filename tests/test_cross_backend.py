@@ -49,6 +49,17 @@ for seed, mask_id, noise_shape in [(0, 0, None), (31337, 12, (None, 1, 10)), (2*
     seeded = kdv.SeededDropout(0.3, seed=seed, noise_shape=noise_shape)
     out[f"seeded_{seed}_{mask_id}"] = to_np(seeded(x, training=True, mask_id=mask_id))
 
+dense = keras.layers.Dense(6, activation="relu")
+dense.build((None, 10))
+rng = np.random.default_rng(1)
+dense.set_weights([rng.normal(size=(10, 6)).astype("float32"), rng.normal(size=(6,)).astype("float32")])
+drop_connect = kdv.DropConnect(dense, 0.5, seed=77, drop_bias=True)
+h = x.reshape(48, 10)
+for step in range(2):
+    # Compare masks exactly; products only to float tolerance (summation order).
+    out[f"dropconnect{step}"] = to_np(drop_connect(h, training=True))
+    out[f"dropconnect_mask{step}"] = to_np(kr.keep_mask((66,), 0.5, 77, step))
+
 # The same outputs from inside the backend's compiler, with a traced counter.
 fast = compiled(lambda x, c: kdv.ops.dropout(x, 0.5, seed=2024, counter=c))
 for step in range(4):
@@ -87,6 +98,11 @@ def test_masks_and_outputs_identical_across_backends(results):
     names = sorted(next(iter(results.values())))
     first, *others = sorted(results)
     for name in names:
+        if name.startswith("dropconnect") and "mask" not in name:
+            # A matmul's summation order is the backend's: equal to rounding.
+            for other in others:
+                np.testing.assert_allclose(results[first][name], results[other][name], rtol=1e-5, atol=1e-5)
+            continue
         for other in others:
             a, b = results[first][name], results[other][name]
             assert a.dtype == b.dtype and a.shape == b.shape, name
@@ -111,5 +127,14 @@ def test_outputs_match_the_numpy_reference(results):
         keep = reference.keep_mask(mask_shape, 0.3, seed, mask_id)
         expected = np.where(keep, x * np.float32(1 / 0.7), 0)
         np.testing.assert_array_equal(got[f"seeded_{seed}_{mask_id}"], expected)
+    rng = np.random.default_rng(1)
+    w, b = rng.normal(size=(10, 6)).astype("float32"), rng.normal(size=(6,)).astype("float32")
+    for step in range(2):
+        keep = reference.keep_mask((66,), 0.5, 77, step)
+        np.testing.assert_array_equal(got[f"dropconnect_mask{step}"], keep)
+        kernel = np.where(keep[:60].reshape(10, 6), w * 2, 0)
+        bias = np.where(keep[60:], b * 2, 0)
+        expected = np.maximum(x.reshape(48, 10) @ kernel + bias, 0)
+        np.testing.assert_allclose(got[f"dropconnect{step}"], expected, rtol=1e-5, atol=1e-5)
     # Successive training calls draw different masks.
     assert not np.array_equal(got["layer0"] == 0, got["layer1"] == 0)

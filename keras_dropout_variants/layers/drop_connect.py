@@ -1,0 +1,171 @@
+import keras
+from keras import ops
+
+from keras_dropout_variants import ops as kdv_ops
+from keras_dropout_variants import random as kdv_random
+from keras_dropout_variants.layers.dropout import draw_seed
+
+
+@keras.saving.register_keras_serializable(package="keras_dropout_variants")
+class DropConnect(keras.layers.Wrapper):
+    """Drops weights of a wrapped `Dense` layer in training (DropConnect).
+
+    Wan, Zeiler, Zhang, LeCun and Fergus (ICML 2013): in training, each weight
+    of the kernel is kept with probability `1 - rate`, and the layer computes
+    `activation(x @ (M * W) / (1 - rate) + b)`: inverted scaling, as in
+    `Dropout`, so inference uses the plain layer. One kernel mask is drawn
+    per training step and shared by the batch, from the package's engine: the
+    same seed gives the same masks on every backend.
+
+    The masked kernel is a local tensor inside `call`: the wrapped layer is
+    never modified and keeps owning its variables (names, shapes,
+    initializers, regularizers, constraints, LoRA). `wrapper.layer` can be
+    taken out after training and used alone. Like `Dropout`, the step
+    counter is a saved non-trainable weight (`wrapper.counter`).
+
+    Args:
+        layer: a `keras.layers.Dense` (not quantized).
+        rate: Float between 0 and 1: the probability of dropping a weight.
+        seed: Python integer in `[0, 2**32)`, or `None` to draw one.
+        drop_bias: whether the bias is dropped (and rescaled) too.
+        **kwargs: Base layer keyword arguments (`name`, ...).
+
+    Call arguments:
+        inputs: Floating-point tensor `(..., in)`.
+        training: Python boolean: whether to drop weights.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_dropout_variants as kdv
+    >>> layer = kdv.DropConnect(keras.layers.Dense(4, activation="relu"), 0.5, seed=1)
+    >>> x = np.ones((2, 3), dtype="float32")
+    >>> tuple(layer(x, training=True).shape)
+    (2, 4)
+    >>> dense = layer.layer   # the trained Dense, usable alone
+    """
+
+    def __init__(self, layer, rate, seed=None, drop_bias=False, **kwargs):
+        if not isinstance(layer, keras.layers.Dense):
+            raise ValueError(
+                "Invalid value received for argument `layer`: DropConnect "
+                "wraps a `keras.layers.Dense` (a layer with a `kernel`). "
+                f"Received: layer={layer!r}"
+            )
+        if layer.quantization_mode is not None:
+            raise ValueError(
+                "DropConnect cannot drop the weights of a quantized Dense: "
+                f"layer {layer.name!r} uses quantization mode "
+                f"{layer.quantization_mode!r}."
+            )
+        # Compute in the wrapped layer's dtype policy, as it would alone.
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(layer, **kwargs)
+        self.rate = kdv_random.check_rate(rate)
+        self.seed = draw_seed() if seed is None else kdv_random.check_seed(seed)
+        if not isinstance(drop_bias, bool):
+            raise TypeError(
+                "Invalid value received for argument `drop_bias`: expected "
+                f"a bool. Received: drop_bias={drop_bias!r}"
+            )
+        self.drop_bias = drop_bias
+        self.counter = self.add_weight(
+            name="counter",
+            shape=(),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+        )
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0.0:
+            return self.layer(inputs)
+        kdv_ops.check_floating(inputs)
+        dense = self.layer
+        counter = ops.convert_to_tensor(self.counter)
+        outputs = kdv_ops.drop_connect(
+            inputs,
+            dense.kernel,
+            self.rate,
+            bias=dense.bias if dense.use_bias else None,
+            drop_bias=self.drop_bias,
+            seed=self.seed,
+            counter=counter,
+        )
+        if dense.activation is not None:
+            outputs = dense.activation(outputs)
+        self.counter.assign(ops.add(counter, 1))
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"rate": self.rate, "seed": self.seed, "drop_bias": self.drop_bias}
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Wrapper.from_config pops "layer": leave the caller's dict intact.
+        return super().from_config(dict(config), custom_objects=custom_objects)
+
+
+@keras.saving.register_keras_serializable(package="keras_dropout_variants")
+class DropConnectDense(DropConnect):
+    """A `Dense` layer with DropConnect: `DropConnect(Dense(units, ...), rate)`.
+
+    Usable directly in `Sequential` models. See `DropConnect`.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        rate: Float between 0 and 1: the probability of dropping a weight.
+        seed: Python integer in `[0, 2**32)`, or `None` to draw one.
+        drop_bias: whether the bias is dropped (and rescaled) too.
+        **kwargs: `keras.layers.Dense` arguments (`activation`, `use_bias`,
+            initializers, regularizers, constraints, `lora_rank`, ...) and
+            base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: Floating-point tensor `(..., in)`.
+        training: Python boolean: whether to drop weights.
+
+    Example:
+
+    >>> import keras_dropout_variants as kdv
+    >>> model = keras.Sequential([
+    ...     keras.Input((8,)),
+    ...     kdv.DropConnectDense(16, rate=0.5, activation="relu", seed=0),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> model.output_shape
+    (None, 1)
+    """
+
+    _BASE_KEYS = ("name", "trainable", "dtype")
+
+    def __init__(self, units, rate=0.5, seed=None, drop_bias=False, **kwargs):
+        base = {k: kwargs.pop(k) for k in self._BASE_KEYS if k in kwargs}
+        dense_name = f"{base['name']}_dense" if "name" in base else None
+        dense = keras.layers.Dense(
+            units, name=dense_name, dtype=base.get("dtype"), **kwargs
+        )
+        super().__init__(dense, rate, seed=seed, drop_bias=drop_bias, **base)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("layer")
+        dense_config = self.layer.get_config()
+        for key in self._BASE_KEYS:
+            dense_config.pop(key, None)
+        return {**config, **dense_config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)

@@ -1,0 +1,208 @@
+"""`DropConnect` / `DropConnectDense` and `ops.drop_connect`."""
+
+import keras
+import numpy as np
+import pytest
+
+import reference
+from conftest import BACKEND, to_np
+import keras_dropout_variants as kdv
+from keras_dropout_variants import ops as kops
+
+
+def data(shape=(8, 12), seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def fixed_dense(units=5, inputs=12, activation=None, use_bias=True, seed=1):
+    dense = keras.layers.Dense(units, activation=activation, use_bias=use_bias)
+    dense.build((None, inputs))
+    weights = [data((inputs, units), seed)]
+    if use_bias:
+        weights.append(data((units,), seed + 1))
+    dense.set_weights(weights)
+    return dense
+
+
+def test_training_output_uses_the_engine_mask():
+    x = data()
+    dense = fixed_dense()
+    layer = kdv.DropConnect(dense, 0.4, seed=9)
+    kernel, bias = dense.get_weights()
+    for step in range(2):
+        y = to_np(layer(x, training=True))
+        keep = reference.keep_mask(kernel.shape, 0.4, 9, step)
+        expected = x @ np.where(keep, kernel * np.float32(1 / 0.6), 0) + bias
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert int(to_np(layer.counter)) == 2
+
+
+def test_drop_bias_masks_bias_after_the_kernel_stream():
+    x = data()
+    dense = fixed_dense()
+    kernel, bias = dense.get_weights()
+    y = to_np(kdv.DropConnect(dense, 0.5, seed=3, drop_bias=True)(x, training=True))
+    words = reference.keep_mask((kernel.size + bias.size,), 0.5, 3, 0)
+    keep_k, keep_b = words[: kernel.size].reshape(kernel.shape), words[kernel.size:]
+    expected = x @ np.where(keep_k, kernel * 2, 0) + np.where(keep_b, bias * 2, 0)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_and_rate_zero_equal_the_bare_dense():
+    x = data()
+    dense = fixed_dense(activation="relu")
+    bare = to_np(dense(x))
+    np.testing.assert_array_equal(to_np(kdv.DropConnect(dense, 0.5, seed=1)(x)), bare)
+    np.testing.assert_array_equal(to_np(kdv.DropConnect(dense, 0.0, seed=1)(x, training=True)), bare)
+
+
+@pytest.mark.parametrize("drop_bias", [False, True])
+def test_rate_one_gives_activation_of_bias_without_nan(drop_bias):
+    # No NaN from the 1/(1 - rate) scale. (An inf input would still make
+    # inf * 0 = NaN inside the product, as in the bare Dense.)
+    x = data() * 1e30
+    dense = fixed_dense(activation="sigmoid")
+    bias = dense.get_weights()[1]
+    y = to_np(kdv.DropConnect(dense, 1.0, seed=1, drop_bias=drop_bias)(x, training=True))
+    expected = 1 / (1 + np.exp(-(np.zeros_like(bias) if drop_bias else bias)))
+    np.testing.assert_allclose(y, np.broadcast_to(expected, y.shape), rtol=1e-6)
+
+
+def kernel_gradient(rate, seed, counter, x, kernel):
+    """d sum(drop_connect(x, W)) / dW on each backend."""
+    fn = lambda w: kops.drop_connect(x, w, rate, seed=seed, counter=counter)  # noqa: E731
+    if BACKEND == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda w: fn(w).sum())(kernel))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        w = tf.Variable(kernel)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(fn(w))
+        return tape.gradient(loss, w).numpy()
+    import torch
+
+    w = torch.tensor(kernel, requires_grad=True)
+    fn(w).sum().backward()
+    return w.grad.numpy()
+
+
+@pytest.mark.parametrize("rate", [0.3, 1.0])
+def test_dropped_weights_get_exactly_zero_gradient(rate):
+    x, kernel = data((16, 64)), data((64, 32), 1)
+    g = kernel_gradient(rate, 5, 2, x, kernel)
+    keep = reference.keep_mask(kernel.shape, rate, 5, 2)
+    assert (g[~keep] == 0).all() and np.isfinite(g).all()
+    if rate < 1:
+        expected = np.broadcast_to(x.sum(0)[:, None] / np.float32(1 - rate), g.shape)
+        np.testing.assert_allclose(g[keep], expected[keep], rtol=1e-5, atol=1e-5)
+        # Empirical drop fraction of 2048 weights: binomial, 5 sigma.
+        n = kernel.size
+        assert abs((g == 0).sum() - n * rate) < 5 * np.sqrt(n * rate * (1 - rate))
+
+
+def test_training_expectation_equals_the_mean_output():
+    # Linear activation: E[x (M*W)/(1-p)] = x W. The average of K steps has
+    # per-entry variance p/(1-p) * sum_i x_i^2 W_ij^2 / K; bound 5 sigma.
+    x = data((4, 12))
+    dense = fixed_dense()
+    kernel, _ = dense.get_weights()
+    layer = kdv.DropConnect(dense, 0.5, seed=2)
+    k = 400
+    mean = np.mean([to_np(layer(x, training=True)) for _ in range(k)], axis=0)
+    sigma = np.sqrt((0.5 / 0.5) * (x**2) @ (kernel**2) / k)
+    assert (np.abs(mean - to_np(dense(x))) < 5 * sigma).all()
+
+
+def test_wrapped_dense_keeps_its_variables_and_unwraps_after_fit():
+    x = data((64, 12))
+    dense = keras.layers.Dense(5, activation="relu", kernel_regularizer="l2", name="inner")
+    wrapper = kdv.DropConnect(dense, 0.3, seed=4)
+    model = keras.Sequential([keras.Input((12,)), wrapper, keras.layers.Dense(1)])
+    assert [(w.name, tuple(w.shape)) for w in dense.weights] == [("kernel", (12, 5)), ("bias", (5,))]
+    assert wrapper.trainable_weights == dense.trainable_weights
+    model.compile("adam", "mse")
+    before = dense.get_weights()[0].copy()
+    model.fit(x, x[:, :1], epochs=2, batch_size=16, verbose=0)
+    assert not np.allclose(dense.get_weights()[0], before)  # it trains
+    assert len(model.losses) == 1  # the Dense's regularizer still counts
+    assert int(to_np(wrapper.counter)) == 8
+    np.testing.assert_array_equal(to_np(wrapper.layer(x)), to_np(wrapper(x)))
+
+
+def test_dropconnect_dense_in_sequential_fit_save_reload(tmp_path):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 10)).astype("float32")
+    y = (x @ rng.normal(size=(10, 1))).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((10,)), kdv.DropConnectDense(32, rate=0.3, activation="relu", seed=1),
+         keras.layers.Dense(1)]
+    )
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    losses = model.fit(x, y, epochs=15, batch_size=32, verbose=0).history["loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
+    path = str(tmp_path / "dc.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded.layers[0], kdv.DropConnectDense)
+    assert loaded.layers[0].get_config() == model.layers[0].get_config()
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_dropconnect_wrapper_config_round_trip_and_save(tmp_path):
+    layer = kdv.DropConnect(keras.layers.Dense(3, activation="tanh"), 0.2, seed=5, drop_bias=True)
+    model = keras.Sequential([keras.Input((4,)), layer])
+    config = layer.get_config()
+    assert {k: config[k] for k in ("rate", "seed", "drop_bias")} == {
+        "rate": 0.2, "seed": 5, "drop_bias": True
+    }
+    clone = kdv.DropConnect.from_config(config)
+    assert clone.get_config() == config
+    path = str(tmp_path / "w.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = data((2, 4))
+    np.testing.assert_array_equal(to_np(loaded(x)), to_np(model(x)))
+
+
+def test_dropconnect_dense_config_holds_dense_arguments():
+    layer = kdv.DropConnectDense(7, rate=0.1, seed=2, activation="relu", use_bias=False, name="dcd")
+    config = layer.get_config()
+    assert config["units"] == 7 and config["use_bias"] is False and config["name"] == "dcd"
+    assert "layer" not in config
+    clone = kdv.DropConnectDense.from_config(config)
+    assert clone.get_config() == config
+    assert clone.layer.units == 7 and not clone.layer.use_bias
+
+
+@pytest.mark.parametrize(
+    "make,error,match",
+    [
+        (lambda: kdv.DropConnect(keras.layers.Flatten(), 0.5), ValueError, r"`layer`.*Flatten"),
+        (lambda: kdv.DropConnect("dense", 0.5), ValueError, r"`layer`.*'dense'"),
+        (lambda: kdv.DropConnect(keras.layers.Dense(2), 1.5), ValueError, r"`rate`.*1.5"),
+        (lambda: kdv.DropConnect(keras.layers.Dense(2), 0.5, seed=-3), ValueError, r"`seed`.*-3"),
+        (lambda: kdv.DropConnect(keras.layers.Dense(2), 0.5, drop_bias="yes"), TypeError, r"`drop_bias`.*'yes'"),
+        (lambda: kdv.DropConnectDense(4, rate="0.5"), TypeError, r"`rate`.*'0.5'"),
+    ],
+)
+def test_bad_arguments(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_quantized_dense_is_refused():
+    dense = keras.layers.Dense(4)
+    dense.build((None, 8))
+    dense.quantize("int8")
+    with pytest.raises(ValueError, match="quantized.*int8"):
+        kdv.DropConnect(dense, 0.5)
+
+
+def test_integer_inputs_raise_type_error():
+    layer = kdv.DropConnect(fixed_dense(), 0.5, seed=1)
+    with pytest.raises(TypeError, match="floating"):
+        layer(keras.ops.ones((2, 12), "int32"), training=True)
