@@ -187,8 +187,6 @@ def drop_connect(
     if bias is None:
         return outputs
     if drop_bias:
-        offset = _random.check_word(
-            math.prod(kernel.shape) % 2**32, "offset"
-        )
+        offset = math.prod(kernel.shape) % 2**32  # the bias mask follows the kernel's
         bias = dropout(bias, rate, seed=seed, counter=counter, offset=offset)
     return ops.add(outputs, bias)

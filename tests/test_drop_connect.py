@@ -206,3 +206,16 @@ def test_integer_inputs_raise_type_error():
     layer = kdv.DropConnect(fixed_dense(), 0.5, seed=1)
     with pytest.raises(TypeError, match="floating"):
         layer(keras.ops.ones((2, 12), "int32"), training=True)
+
+
+def test_lora_kernel_is_the_one_dropped():
+    x = data()
+    dense = fixed_dense()
+    dense.enable_lora(2)
+    layer = kdv.DropConnect(dense, 0.5, seed=6)
+    effective = to_np(dense.kernel)  # kernel + lora_a @ lora_b * scale
+    y = to_np(layer(x, training=True))
+    keep = reference.keep_mask(effective.shape, 0.5, 6, 0)
+    expected = x @ np.where(keep, effective * 2, 0) + dense.get_weights()[1]
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert len(layer.trainable_weights) == 3  # bias, lora_a, lora_b (kernel frozen)

@@ -3,7 +3,7 @@ from keras import ops
 
 from keras_dropout_variants import ops as kdv_ops
 from keras_dropout_variants import random as kdv_random
-from keras_dropout_variants.layers.dropout import draw_seed
+from keras_dropout_variants.layers.dropout import add_step_counter, draw_seed
 
 
 @keras.saving.register_keras_serializable(package="keras_dropout_variants")
@@ -69,13 +69,7 @@ class DropConnect(keras.layers.Wrapper):
                 f"a bool. Received: drop_bias={drop_bias!r}"
             )
         self.drop_bias = drop_bias
-        self.counter = self.add_weight(
-            name="counter",
-            shape=(),
-            dtype="int32",
-            initializer="zeros",
-            trainable=False,
-        )
+        self.counter = add_step_counter(self)
 
     def build(self, input_shape):
         super().build(input_shape)

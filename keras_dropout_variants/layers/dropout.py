@@ -15,6 +15,17 @@ def draw_seed():
     return python_random.randint(0, 2**32 - 1)
 
 
+def add_step_counter(layer):
+    """The layer's step counter: a saved, non-trainable int32 weight.
+
+    It selects each training call's mask and advances once per call; being a
+    weight, it travels with `model.save` and `save_weights`.
+    """
+    return layer.add_weight(
+        name="counter", shape=(), dtype="int32", initializer="zeros", trainable=False
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_dropout_variants")
 class Dropout(keras.layers.Layer):
     """Applies dropout to the input, with masks identical on every backend.
@@ -70,13 +81,7 @@ class Dropout(keras.layers.Layer):
         self.noise_shape = kdv_ops.check_noise_shape(noise_shape)
         self.seed = draw_seed() if seed is None else kdv_random.check_seed(seed)
         self.supports_masking = True
-        self.counter = self.add_weight(
-            name="counter",
-            shape=(),
-            dtype="int32",
-            initializer="zeros",
-            trainable=False,
-        )
+        self.counter = add_step_counter(self)
         self.built = True
 
     def call(self, inputs, training=False):
