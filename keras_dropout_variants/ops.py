@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_dropout_variants import random as _random
 
-__all__ = ["dropout", "drop_connect"]
+__all__ = ["dropout", "drop_connect", "drop_connect_gaussian"]
 
 
 def check_noise_shape(noise_shape):
@@ -190,3 +190,69 @@ def drop_connect(
         offset = math.prod(kernel.shape) % 2**32  # the bias mask follows the kernel's
         bias = dropout(bias, rate, seed=seed, counter=counter, offset=offset)
     return ops.add(outputs, bias)
+
+
+def drop_connect_gaussian(
+    x,
+    kernel,
+    rate,
+    bias=None,
+    drop_bias=False,
+    activation=None,
+    num_samples=16,
+    seed=None,
+    counter=0,
+):
+    """DropConnect inference by moment matching (Wan et al., 2013).
+
+    In training the pre-activation of unit j is a sum of independent terms
+    `x_i W_ij m_ij / (1 - rate)`; it is approximated by a Gaussian with the
+    same moments: mean `x @ W + b` and variance
+    `rate / (1 - rate) * (x**2) @ (W**2)` (plus `rate / (1 - rate) * b**2`
+    with `drop_bias`). The output is the average of `activation` over
+    `num_samples` antithetic pairs `mean +- std * z`, with `z` drawn from the
+    engine's `normal` (one draw per sample and unit, shared by the batch, so
+    an example's output does not depend on its batch). The pairs make the
+    estimate exact, up to rounding, for a linear activation.
+
+    Args:
+        x: floating-point tensor `(..., in)`.
+        kernel: `(in, out)` tensor or variable.
+        rate: float in [0, 1].
+        bias: optional `(out,)` tensor.
+        drop_bias: whether the bias was dropped in training.
+        activation: callable, or None for linear.
+        num_samples: number of antithetic pairs (positive int).
+        seed: Python int in [0, 2**32). Required.
+        counter: int or integer scalar tensor selecting the draws.
+
+    Returns:
+        `(..., out)` tensor: the estimated expected activation.
+    """
+    rate = _random.check_rate(rate)
+    seed = _random.check_seed(seed)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
+        raise _random._invalid(ValueError, "num_samples", "a positive integer", num_samples)
+    activation = activation or (lambda v: v)
+    x = ops.convert_to_tensor(x)
+    check_floating(x, "x")
+    kernel = ops.cast(ops.convert_to_tensor(kernel), x.dtype)
+    if rate == 1.0:
+        # Every weight is dropped: the training output is constant.
+        pre = ops.zeros_like(ops.matmul(ops.zeros_like(x), kernel))
+        if bias is not None and not drop_bias:
+            pre = ops.add(pre, bias)
+        return activation(pre)
+    mean = ops.matmul(x, kernel)
+    factor = rate / (1.0 - rate)
+    var = ops.multiply(ops.matmul(ops.square(x), ops.square(kernel)), factor)
+    if bias is not None:
+        mean = ops.add(mean, bias)
+        if drop_bias:
+            var = ops.add(var, ops.multiply(ops.square(bias), factor))
+    units = kernel.shape[-1]
+    z = _random.normal((num_samples, units), seed, counter, dtype=x.dtype)
+    z = ops.reshape(z, (num_samples,) + (1,) * (len(mean.shape) - 1) + (units,))
+    spread = ops.multiply(ops.sqrt(var), z)
+    total = ops.add(activation(ops.add(mean, spread)), activation(ops.subtract(mean, spread)))
+    return ops.divide(ops.mean(total, axis=0), 2.0)

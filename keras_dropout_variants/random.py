@@ -62,7 +62,7 @@ import numbers
 import keras
 from keras import ops
 
-__all__ = ["keep_mask", "random_bits", "keep_threshold"]
+__all__ = ["keep_mask", "normal", "random_bits", "keep_threshold"]
 
 _U32 = 1 << 32
 _MIX_M1 = 0x7FEB352D
@@ -335,6 +335,32 @@ def keep_mask(shape, rate, seed, counter=0, offset=0):
         check_word(offset, "offset"),
     )
     return ops.reshape(_dispatch(_size(shape), *words, threshold), shape)
+
+
+def normal(shape, seed, counter=0, offset=0, dtype="float32"):
+    """Standard normal samples from the engine's words, by inverse CDF.
+
+    The top 23 bits of each uniform word give `u = (k + 0.5) / 2**23` in
+    (0, 1), exactly representable in float32; the sample is
+    `sqrt(2) * erfinv(2u - 1)`. The uniforms are bit-identical on every
+    backend; `erfinv` is each backend's own, so samples agree across
+    backends to float rounding, and exactly from run to run.
+
+    Args:
+        shape: tuple of non-negative ints.
+        seed: Python int in [0, 2**32).
+        counter: int or integer scalar tensor.
+        offset: int or integer scalar tensor (as in `keep_mask`).
+        dtype: floating dtype of the result (computed in float32).
+
+    Returns:
+        A tensor of `shape` and `dtype`.
+    """
+    h = random_bits(shape, seed, counter, offset)
+    top = _lsr(ops.bitwise_xor(h, _const(1 << 31)), 9)  # u32 >> 9, in [0, 2**23)
+    u = (ops.cast(top, "float32") + 0.5) * (2.0**-23)
+    z = ops.erfinv(2.0 * u - 1.0) * (2.0**0.5)
+    return ops.cast(z, dtype)
 
 
 def _flat_keep(size, seed, counter, offset, threshold):

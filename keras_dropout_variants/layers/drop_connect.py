@@ -13,9 +13,9 @@ class DropConnect(keras.layers.Wrapper):
     Wan, Zeiler, Zhang, LeCun and Fergus (ICML 2013): in training, each weight
     of the kernel is kept with probability `1 - rate`, and the layer computes
     `activation(x @ (M * W) / (1 - rate) + b)`: inverted scaling, as in
-    `Dropout`, so inference uses the plain layer. One kernel mask is drawn
-    per training step and shared by the batch, from the package's engine: the
-    same seed gives the same masks on every backend.
+    `Dropout`, so the default inference is the plain layer. One kernel mask
+    is drawn per training step and shared by the batch, from the package's
+    engine: the same seed gives the same masks on every backend.
 
     The masked kernel is a local tensor inside `call`: the wrapped layer is
     never modified and keeps owning its variables (names, shapes,
@@ -28,6 +28,15 @@ class DropConnect(keras.layers.Wrapper):
         rate: Float between 0 and 1: the probability of dropping a weight.
         seed: Python integer in `[0, 2**32)`, or `None` to draw one.
         drop_bias: whether the bias is dropped (and rescaled) too.
+        inference: `"mean"` (default): the plain Dense, deterministic.
+            `"gaussian"`: the paper's moment matching: the pre-activation is
+            taken as Gaussian with the training-time mean and variance, and
+            the activation is averaged over `num_samples` antithetic pairs of
+            draws (fixed draws from the engine, so still deterministic).
+            Closer to the training-time expected output for non-linear
+            activations; costs `2 * num_samples` activations per output.
+        num_samples: positive int, pairs of Gaussian draws for
+            `inference="gaussian"`.
         **kwargs: Base layer keyword arguments (`name`, ...).
 
     Call arguments:
@@ -45,7 +54,16 @@ class DropConnect(keras.layers.Wrapper):
     >>> dense = layer.layer   # the trained Dense, usable alone
     """
 
-    def __init__(self, layer, rate, seed=None, drop_bias=False, **kwargs):
+    def __init__(
+        self,
+        layer,
+        rate,
+        seed=None,
+        drop_bias=False,
+        inference="mean",
+        num_samples=16,
+        **kwargs,
+    ):
         if not isinstance(layer, keras.layers.Dense):
             raise ValueError(
                 "Invalid value received for argument `layer`: DropConnect "
@@ -69,6 +87,22 @@ class DropConnect(keras.layers.Wrapper):
                 f"a bool. Received: drop_bias={drop_bias!r}"
             )
         self.drop_bias = drop_bias
+        if inference not in ("mean", "gaussian"):
+            raise ValueError(
+                "Invalid value received for argument `inference`: expected "
+                f"'mean' or 'gaussian'. Received: inference={inference!r}"
+            )
+        self.inference = inference
+        if (
+            isinstance(num_samples, bool)
+            or not isinstance(num_samples, int)
+            or num_samples < 1
+        ):
+            raise ValueError(
+                "Invalid value received for argument `num_samples`: expected "
+                f"a positive integer. Received: num_samples={num_samples!r}"
+            )
+        self.num_samples = num_samples
         self.counter = add_step_counter(self)
 
     def build(self, input_shape):
@@ -76,19 +110,22 @@ class DropConnect(keras.layers.Wrapper):
         self.built = True
 
     def call(self, inputs, training=False):
-        if not training or self.rate == 0.0:
-            return self.layer(inputs)
-        kdv_ops.check_floating(inputs)
         dense = self.layer
+        if self.rate == 0.0 or (not training and self.inference == "mean"):
+            return dense(inputs)
+        kdv_ops.check_floating(inputs)
+        bias = dense.bias if dense.use_bias else None
+        if not training:
+            # Fixed draws (counter 0): inference stays deterministic.
+            return kdv_ops.drop_connect_gaussian(
+                inputs, dense.kernel, self.rate, bias, self.drop_bias,
+                activation=dense.activation, num_samples=self.num_samples,
+                seed=self.seed,
+            )
         counter = ops.convert_to_tensor(self.counter)
         outputs = kdv_ops.drop_connect(
-            inputs,
-            dense.kernel,
-            self.rate,
-            bias=dense.bias if dense.use_bias else None,
-            drop_bias=self.drop_bias,
-            seed=self.seed,
-            counter=counter,
+            inputs, dense.kernel, self.rate, bias, self.drop_bias,
+            seed=self.seed, counter=counter,
         )
         if dense.activation is not None:
             outputs = dense.activation(outputs)
@@ -101,7 +138,13 @@ class DropConnect(keras.layers.Wrapper):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"rate": self.rate, "seed": self.seed, "drop_bias": self.drop_bias}
+            {
+                "rate": self.rate,
+                "seed": self.seed,
+                "drop_bias": self.drop_bias,
+                "inference": self.inference,
+                "num_samples": self.num_samples,
+            }
         )
         return config
 
@@ -122,6 +165,8 @@ class DropConnectDense(DropConnect):
         rate: Float between 0 and 1: the probability of dropping a weight.
         seed: Python integer in `[0, 2**32)`, or `None` to draw one.
         drop_bias: whether the bias is dropped (and rescaled) too.
+        inference: `"mean"` or `"gaussian"`, as in `DropConnect`.
+        num_samples: pairs of draws for `inference="gaussian"`.
         **kwargs: `keras.layers.Dense` arguments (`activation`, `use_bias`,
             initializers, regularizers, constraints, `lora_rank`, ...) and
             base layer arguments (`name`, `dtype`, ...).
@@ -144,13 +189,30 @@ class DropConnectDense(DropConnect):
 
     _BASE_KEYS = ("name", "trainable", "dtype")
 
-    def __init__(self, units, rate=0.5, seed=None, drop_bias=False, **kwargs):
+    def __init__(
+        self,
+        units,
+        rate=0.5,
+        seed=None,
+        drop_bias=False,
+        inference="mean",
+        num_samples=16,
+        **kwargs,
+    ):
         base = {k: kwargs.pop(k) for k in self._BASE_KEYS if k in kwargs}
         dense_name = f"{base['name']}_dense" if "name" in base else None
         dense = keras.layers.Dense(
             units, name=dense_name, dtype=base.get("dtype"), **kwargs
         )
-        super().__init__(dense, rate, seed=seed, drop_bias=drop_bias, **base)
+        super().__init__(
+            dense,
+            rate,
+            seed=seed,
+            drop_bias=drop_bias,
+            inference=inference,
+            num_samples=num_samples,
+            **base,
+        )
 
     def get_config(self):
         config = super().get_config()
