@@ -192,6 +192,19 @@ def drop_connect(
     return ops.add(outputs, bias)
 
 
+def check_num_samples(num_samples):
+    """Returns `num_samples` as a positive Python int, or raises ValueError."""
+    if (
+        isinstance(num_samples, bool)
+        or not isinstance(num_samples, numbers.Integral)
+        or num_samples < 1
+    ):
+        raise _random.invalid_argument(
+            ValueError, "num_samples", "a positive integer", num_samples
+        )
+    return int(num_samples)
+
+
 def drop_connect_gaussian(
     x,
     kernel,
@@ -231,8 +244,7 @@ def drop_connect_gaussian(
     """
     rate = _random.check_rate(rate)
     seed = _random.check_seed(seed)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
-        raise _random._invalid(ValueError, "num_samples", "a positive integer", num_samples)
+    num_samples = check_num_samples(num_samples)
     activation = activation or (lambda v: v)
     x = ops.convert_to_tensor(x)
     check_floating(x, "x")

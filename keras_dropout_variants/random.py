@@ -165,7 +165,7 @@ def _element_hash(size, base, k1):
 # Argument checks, shared with `ops` and the layers.
 
 
-def _invalid(error, name, expected, value):
+def invalid_argument(error, name, expected, value):
     """The package's one wording for a bad argument: names it and its value."""
     kind = "" if error is ValueError else f" (of type {type(value).__name__})"
     return error(
@@ -178,9 +178,9 @@ def check_seed(seed, name="seed"):
     """Returns `seed` as a Python int in [0, 2**32), or raises."""
     expected = "a Python integer in [0, 2**32)"
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise _invalid(TypeError, name, expected, seed)
+        raise invalid_argument(TypeError, name, expected, seed)
     if not 0 <= seed < _U32:
-        raise _invalid(ValueError, name, expected, int(seed))
+        raise invalid_argument(ValueError, name, expected, int(seed))
     return int(seed)
 
 
@@ -208,16 +208,16 @@ def check_word(value, name):
             )
         # Casting wraps modulo 2**32: an int64 counter keeps its low word.
         return ops.cast(value, "int32")
-    raise _invalid(TypeError, name, "an integer or an integer scalar tensor", value)
+    raise invalid_argument(TypeError, name, "an integer or an integer scalar tensor", value)
 
 
 def check_rate(rate, name="rate"):
     """Returns `rate` as a Python float in [0, 1], or raises."""
     expected = "a float between 0 and 1"
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise _invalid(TypeError, name, expected, rate)
+        raise invalid_argument(TypeError, name, expected, rate)
     if not 0.0 <= rate <= 1.0:  # False for NaN too.
-        raise _invalid(ValueError, name, expected, float(rate))
+        raise invalid_argument(ValueError, name, expected, float(rate))
     return float(rate)
 
 

@@ -1,9 +1,12 @@
 import keras
-from keras import ops
 
 from keras_dropout_variants import ops as kdv_ops
 from keras_dropout_variants import random as kdv_random
-from keras_dropout_variants.layers.dropout import add_step_counter, draw_seed
+from keras_dropout_variants.layers.dropout import (
+    add_step_counter,
+    draw_seed,
+    with_step_counter,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_dropout_variants")
@@ -93,21 +96,8 @@ class DropConnect(keras.layers.Wrapper):
                 f"'mean' or 'gaussian'. Received: inference={inference!r}"
             )
         self.inference = inference
-        if (
-            isinstance(num_samples, bool)
-            or not isinstance(num_samples, int)
-            or num_samples < 1
-        ):
-            raise ValueError(
-                "Invalid value received for argument `num_samples`: expected "
-                f"a positive integer. Received: num_samples={num_samples!r}"
-            )
-        self.num_samples = num_samples
+        self.num_samples = kdv_ops.check_num_samples(num_samples)
         self.counter = add_step_counter(self)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.built = True
 
     def call(self, inputs, training=False):
         dense = self.layer
@@ -122,15 +112,15 @@ class DropConnect(keras.layers.Wrapper):
                 activation=dense.activation, num_samples=self.num_samples,
                 seed=self.seed,
             )
-        counter = ops.convert_to_tensor(self.counter)
-        outputs = kdv_ops.drop_connect(
-            inputs, dense.kernel, self.rate, bias, self.drop_bias,
-            seed=self.seed, counter=counter,
+        return with_step_counter(
+            self,
+            lambda counter: dense.activation(
+                kdv_ops.drop_connect(
+                    inputs, dense.kernel, self.rate, bias, self.drop_bias,
+                    seed=self.seed, counter=counter,
+                )
+            ),
         )
-        if dense.activation is not None:
-            outputs = dense.activation(outputs)
-        self.counter.assign(ops.add(counter, 1))
-        return outputs
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

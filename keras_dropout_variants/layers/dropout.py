@@ -26,6 +26,18 @@ def add_step_counter(layer):
     )
 
 
+def with_step_counter(layer, compute):
+    """`compute(counter)` with the layer's current step, then advances it.
+
+    Computes with the value read before assigning the next one: on some
+    backends a tensor read from a variable aliases its storage.
+    """
+    counter = ops.convert_to_tensor(layer.counter)
+    outputs = compute(counter)
+    layer.counter.assign(ops.add(counter, 1))
+    return outputs
+
+
 @keras.saving.register_keras_serializable(package="keras_dropout_variants")
 class Dropout(keras.layers.Layer):
     """Applies dropout to the input, with masks identical on every backend.
@@ -96,14 +108,12 @@ class Dropout(keras.layers.Layer):
             return kdv_ops.dropout(
                 inputs, self.rate, self.noise_shape, seed=self.seed, counter=mask_id
             )
-        # Compute with the current value before assigning the next one: on
-        # some backends a tensor read from a variable aliases its storage.
-        counter = ops.convert_to_tensor(self.counter)
-        outputs = kdv_ops.dropout(
-            inputs, self.rate, self.noise_shape, seed=self.seed, counter=counter
+        return with_step_counter(
+            self,
+            lambda counter: kdv_ops.dropout(
+                inputs, self.rate, self.noise_shape, seed=self.seed, counter=counter
+            ),
         )
-        self.counter.assign(ops.add(counter, 1))
-        return outputs
 
     def compute_output_shape(self, input_shape):
         return input_shape
