@@ -14,6 +14,41 @@ def to_np(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def normal_data(shape=(8, 16), seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def steps_taken(layer):
+    """A layer's step counter as a Python int."""
+    return int(to_np(layer.counter))
+
+
+def gradient(fn, value, weight=None):
+    """d/dv sum(fn(v) * weight) at the NumPy `value`, on this backend.
+
+    Without `weight`: the gradient of `sum(fn(v))`.
+    """
+    if weight is not None:
+        weight = keras.ops.convert_to_tensor(weight)
+    loss = lambda v: keras.ops.sum(fn(v) if weight is None else fn(v) * weight)  # noqa: E731
+    if BACKEND == "jax":
+        import jax
+
+        return np.asarray(jax.grad(loss)(value))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        v = tf.Variable(value)
+        with tf.GradientTape() as tape:
+            total = loss(v)
+        return tape.gradient(total, v).numpy()
+    import torch
+
+    v = torch.tensor(value, requires_grad=True)
+    loss(v).backward()
+    return v.grad.numpy()
+
+
 def compiled(fn, jit_compile=True):
     """`fn` compiled the way this backend compiles a function of tensors."""
     if BACKEND == "jax":

@@ -5,27 +5,23 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import BACKEND, to_np
+from conftest import gradient, normal_data, steps_taken, to_np
 import keras_dropout_variants as kdv
 from keras_dropout_variants import ops as kops
-
-
-def data(shape=(8, 12), seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
 def fixed_dense(units=5, inputs=12, activation=None, use_bias=True, seed=1):
     dense = keras.layers.Dense(units, activation=activation, use_bias=use_bias)
     dense.build((None, inputs))
-    weights = [data((inputs, units), seed)]
+    weights = [normal_data((inputs, units), seed)]
     if use_bias:
-        weights.append(data((units,), seed + 1))
+        weights.append(normal_data((units,), seed + 1))
     dense.set_weights(weights)
     return dense
 
 
 def test_training_output_uses_the_engine_mask():
-    x = data()
+    x = normal_data((8, 12))
     dense = fixed_dense()
     layer = kdv.DropConnect(dense, 0.4, seed=9)
     kernel, bias = dense.get_weights()
@@ -34,11 +30,11 @@ def test_training_output_uses_the_engine_mask():
         keep = reference.keep_mask(kernel.shape, 0.4, 9, step)
         expected = x @ np.where(keep, kernel * np.float32(1 / 0.6), 0) + bias
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
-    assert int(to_np(layer.counter)) == 2
+    assert steps_taken(layer) == 2
 
 
 def test_drop_bias_masks_bias_after_the_kernel_stream():
-    x = data()
+    x = normal_data((8, 12))
     dense = fixed_dense()
     kernel, bias = dense.get_weights()
     y = to_np(kdv.DropConnect(dense, 0.5, seed=3, drop_bias=True)(x, training=True))
@@ -49,7 +45,7 @@ def test_drop_bias_masks_bias_after_the_kernel_stream():
 
 
 def test_inference_and_rate_zero_equal_the_bare_dense():
-    x = data()
+    x = normal_data((8, 12))
     dense = fixed_dense(activation="relu")
     bare = to_np(dense(x))
     np.testing.assert_array_equal(to_np(kdv.DropConnect(dense, 0.5, seed=1)(x)), bare)
@@ -60,7 +56,7 @@ def test_inference_and_rate_zero_equal_the_bare_dense():
 def test_rate_one_gives_activation_of_bias_without_nan(drop_bias):
     # No NaN from the 1/(1 - rate) scale. (An inf input would still make
     # inf * 0 = NaN inside the product, as in the bare Dense.)
-    x = data() * 1e30
+    x = normal_data((8, 12)) * 1e30
     dense = fixed_dense(activation="sigmoid")
     bias = dense.get_weights()[1]
     y = to_np(kdv.DropConnect(dense, 1.0, seed=1, drop_bias=drop_bias)(x, training=True))
@@ -69,29 +65,13 @@ def test_rate_one_gives_activation_of_bias_without_nan(drop_bias):
 
 
 def kernel_gradient(rate, seed, counter, x, kernel):
-    """d sum(drop_connect(x, W)) / dW on each backend."""
-    fn = lambda w: kops.drop_connect(x, w, rate, seed=seed, counter=counter)  # noqa: E731
-    if BACKEND == "jax":
-        import jax
-
-        return np.asarray(jax.grad(lambda w: fn(w).sum())(kernel))
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        w = tf.Variable(kernel)
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(fn(w))
-        return tape.gradient(loss, w).numpy()
-    import torch
-
-    w = torch.tensor(kernel, requires_grad=True)
-    fn(w).sum().backward()
-    return w.grad.numpy()
+    """d sum(drop_connect(x, W)) / dW."""
+    return gradient(lambda w: kops.drop_connect(x, w, rate, seed=seed, counter=counter), kernel)
 
 
 @pytest.mark.parametrize("rate", [0.3, 1.0])
 def test_dropped_weights_get_exactly_zero_gradient(rate):
-    x, kernel = data((16, 64)), data((64, 32), 1)
+    x, kernel = normal_data((16, 64)), normal_data((64, 32), 1)
     g = kernel_gradient(rate, 5, 2, x, kernel)
     keep = reference.keep_mask(kernel.shape, rate, 5, 2)
     assert (g[~keep] == 0).all() and np.isfinite(g).all()
@@ -106,7 +86,7 @@ def test_dropped_weights_get_exactly_zero_gradient(rate):
 def test_training_expectation_equals_the_mean_output():
     # Linear activation: E[x (M*W)/(1-p)] = x W. The average of K steps has
     # per-entry variance p/(1-p) * sum_i x_i^2 W_ij^2 / K; bound 5 sigma.
-    x = data((4, 12))
+    x = normal_data((4, 12))
     dense = fixed_dense()
     kernel, _ = dense.get_weights()
     layer = kdv.DropConnect(dense, 0.5, seed=2)
@@ -117,7 +97,7 @@ def test_training_expectation_equals_the_mean_output():
 
 
 def test_wrapped_dense_keeps_its_variables_and_unwraps_after_fit():
-    x = data((64, 12))
+    x = normal_data((64, 12))
     dense = keras.layers.Dense(5, activation="relu", kernel_regularizer="l2", name="inner")
     wrapper = kdv.DropConnect(dense, 0.3, seed=4)
     model = keras.Sequential([keras.Input((12,)), wrapper, keras.layers.Dense(1)])
@@ -128,7 +108,7 @@ def test_wrapped_dense_keeps_its_variables_and_unwraps_after_fit():
     model.fit(x, x[:, :1], epochs=2, batch_size=16, verbose=0)
     assert not np.allclose(dense.get_weights()[0], before)  # it trains
     assert len(model.losses) == 1  # the Dense's regularizer still counts
-    assert int(to_np(wrapper.counter)) == 8
+    assert steps_taken(wrapper) == 8
     np.testing.assert_array_equal(to_np(wrapper.layer(x)), to_np(wrapper(x)))
 
 
@@ -164,7 +144,7 @@ def test_dropconnect_wrapper_config_round_trip_and_save(tmp_path):
     path = str(tmp_path / "w.keras")
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    x = data((2, 4))
+    x = normal_data((2, 4))
     np.testing.assert_array_equal(to_np(loaded(x)), to_np(model(x)))
 
 
@@ -209,7 +189,7 @@ def test_integer_inputs_raise_type_error():
 
 
 def test_lora_kernel_is_the_one_dropped():
-    x = data()
+    x = normal_data((8, 12))
     dense = fixed_dense()
     dense.enable_lora(2)
     layer = kdv.DropConnect(dense, 0.5, seed=6)

@@ -5,17 +5,9 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import BACKEND, skip_unless_dtype_available, to_np
+from conftest import BACKEND, normal_data, skip_unless_dtype_available, steps_taken, to_np
 import keras_dropout_variants as kdv
 from keras_dropout_variants import ops as kops
-
-
-def x_data(shape=(8, 16), seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
-
-
-def counter(layer):
-    return int(to_np(layer.counter))
 
 
 # --- Behaviour ---
@@ -23,36 +15,36 @@ def counter(layer):
 
 @pytest.mark.parametrize("training", [None, False])
 def test_inference_returns_input_unchanged(training):
-    x = x_data()
+    x = normal_data()
     layer = kdv.Dropout(0.5, seed=1)
     np.testing.assert_array_equal(to_np(layer(x, training=training)), x)
-    assert counter(layer) == 0
+    assert steps_taken(layer) == 0
 
 
 def test_training_calls_follow_the_op_and_advance_the_counter():
-    x = x_data()
+    x = normal_data()
     layer = kdv.Dropout(0.3, seed=17)
     outputs = [to_np(layer(x, training=True)) for _ in range(3)]
     for step, y in enumerate(outputs):
         np.testing.assert_array_equal(y, to_np(kops.dropout(x, 0.3, seed=17, counter=step)))
-    assert counter(layer) == 3
+    assert steps_taken(layer) == 3
     assert not np.array_equal(outputs[0], outputs[1])
 
 
 def test_rate_zero_is_identity_in_training():
-    x = x_data()
+    x = normal_data()
     np.testing.assert_array_equal(to_np(kdv.Dropout(0.0, seed=1)(x, training=True)), x)
 
 
 def test_rate_one_gives_zeros_without_nan():
-    x = x_data()
+    x = normal_data()
     x[0, 0] = np.nan
     y = to_np(kdv.Dropout(1.0, seed=1)(x, training=True))
     np.testing.assert_array_equal(y, np.zeros_like(x))
 
 
 def test_noise_shape_with_none_entries():
-    x = x_data((4, 5, 6))
+    x = normal_data((4, 5, 6))
     y = to_np(kdv.Dropout(0.5, noise_shape=(None, 1, None), seed=3)(x, training=True))
     keep = reference.keep_mask((4, 1, 6), 0.5, 3, 0)
     np.testing.assert_array_equal(y, np.where(keep, x * 2, 0))
@@ -159,7 +151,7 @@ def test_config_matches_keras_and_round_trips():
     }
     clone = kdv.Dropout.from_config(config)
     assert clone.get_config() == config
-    x = x_data((6, 4))
+    x = normal_data((6, 4))
     np.testing.assert_array_equal(to_np(clone(x, training=True)), to_np(layer(x, training=True)))
 
 
@@ -195,7 +187,7 @@ def mlp(dropout_layer):
 
 
 def test_functional_and_subclassed_models():
-    x = x_data()
+    x = normal_data()
     inputs = keras.Input((16,))
     outputs = kdv.Dropout(0.5, seed=4)(keras.layers.Dense(8)(inputs))
     functional = keras.Model(inputs, outputs)
@@ -221,7 +213,7 @@ def test_functional_and_subclassed_models():
 
 def fit_steps(model, jit_compile):
     model.compile("sgd", "mse", jit_compile=jit_compile)
-    x = x_data((64, 16))
+    x = normal_data((64, 16))
     model.fit(x, x[:, :1], batch_size=16, epochs=3, verbose=0)  # 4 steps an epoch
 
 
@@ -238,7 +230,7 @@ def test_fit_advances_counter_once_per_step_without_retracing(jit_compile):
 
     layer = CountingDropout(0.5, seed=2)
     fit_steps(mlp(layer), jit_compile)
-    assert counter(layer) == 12
+    assert steps_taken(layer) == 12
     # JAX and torch run eagerly without jit_compile; TF always builds a graph.
     if jit_compile or BACKEND == "tensorflow":
         # Traced a few times at most, then replayed: the counter is a tensor.
@@ -261,12 +253,12 @@ def check_torch_compile_fit_adds_no_recompiles():
         counters.clear()
         fit_steps(mlp(middle), jit_compile=True)
         graphs.append(counters["stats"]["unique_graphs"])
-    assert counter(layer) == 12
+    assert steps_taken(layer) == 12
     assert graphs[0] == graphs[1], graphs
 
 
 def test_save_and_load_keras_format_keeps_counter_and_continues_masks(tmp_path):
-    x = x_data((64, 16))
+    x = normal_data((64, 16))
     model = mlp(kdv.Dropout(0.5, seed=8))
     model.compile("adam", "mse")
     model.fit(x, x[:, :1], batch_size=16, epochs=1, verbose=0)
@@ -274,7 +266,7 @@ def test_save_and_load_keras_format_keeps_counter_and_continues_masks(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded.layers[1], kdv.Dropout)
-    assert counter(loaded.layers[1]) == counter(model.layers[1]) == 4
+    assert steps_taken(loaded.layers[1]) == steps_taken(model.layers[1]) == 4
     np.testing.assert_array_equal(to_np(loaded.predict(x, verbose=0)), to_np(model.predict(x, verbose=0)))
     # The next training call draws mask 4 in both: the original and the reloaded.
     h = to_np(model.layers[0](x))
@@ -284,7 +276,7 @@ def test_save_and_load_keras_format_keeps_counter_and_continues_masks(tmp_path):
 
 
 def test_rate_one_in_fit_gives_finite_loss():
-    x = x_data((32, 16))
+    x = normal_data((32, 16))
     model = mlp(kdv.Dropout(1.0, seed=1))
     model.compile("sgd", "mse")
     history = model.fit(x, x[:, :1], epochs=2, verbose=0)

@@ -5,31 +5,15 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import BACKEND, compiled, skip_unless_dtype_available, to_np
+from conftest import compiled, gradient, skip_unless_dtype_available, to_np
 from keras_dropout_variants import ops as kops
 
 FLOATS = ["float16", "bfloat16", "float32", "float64"]
 
 
 def grad_of_sum(fn, x):
-    """d/dx sum(fn(x) * w) for a fixed random weighting w, on any backend."""
-    w = np.random.default_rng(1).normal(size=x.shape).astype(x.dtype)
-    if BACKEND == "jax":
-        import jax
-
-        return np.asarray(jax.grad(lambda v: (fn(v) * w).sum())(x))
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        v = tf.Variable(x)
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(fn(v) * w)
-        return tape.gradient(loss, v).numpy()
-    import torch
-
-    v = torch.tensor(x, requires_grad=True)
-    (fn(v) * torch.tensor(w)).sum().backward()
-    return v.grad.numpy()
+    """d/dx sum(fn(x) * w) for a fixed random weighting w."""
+    return gradient(fn, x, np.random.default_rng(1).normal(size=x.shape).astype(x.dtype))
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])

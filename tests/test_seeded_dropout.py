@@ -5,22 +5,14 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import BACKEND, compiled, to_np
+from conftest import BACKEND, compiled, normal_data, steps_taken, to_np
 import keras_dropout_variants as kdv
 from keras_dropout_variants import ops as kops
 
 
-def x_data(shape=(8, 16), seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
-
-
-def counter(layer):
-    return int(to_np(layer.counter))
-
-
 @pytest.mark.parametrize("mask_id", [0, 5, 2**32 - 1])
 def test_mask_id_selects_a_fixed_mask(mask_id):
-    x = x_data()
+    x = normal_data()
     layer = kdv.SeededDropout(0.4, seed=11)
     first = to_np(layer(x, training=True, mask_id=mask_id))
     again = to_np(layer(x, training=True, mask_id=mask_id))
@@ -28,11 +20,11 @@ def test_mask_id_selects_a_fixed_mask(mask_id):
     np.testing.assert_array_equal(first, to_np(kops.dropout(x, 0.4, seed=11, counter=mask_id)))
     keep = reference.keep_mask(x.shape, 0.4, 11, mask_id)
     np.testing.assert_array_equal(first, np.where(keep, x * np.float32(1 / 0.6), 0))
-    assert counter(layer) == 0  # an explicit mask_id leaves the step counter alone
+    assert steps_taken(layer) == 0  # an explicit mask_id leaves the step counter alone
 
 
 def test_tensor_mask_id_equals_int_mask_id():
-    x = x_data()
+    x = normal_data()
     layer = kdv.SeededDropout(0.5, seed=2)
     for dtype in ("int32", "int64"):
         if BACKEND == "jax" and dtype == "int64":
@@ -44,7 +36,7 @@ def test_tensor_mask_id_equals_int_mask_id():
 
 
 def test_traced_mask_id_under_the_backend_compiler():
-    x = x_data()
+    x = normal_data()
     layer = kdv.SeededDropout(0.5, seed=2, noise_shape=(None, 16))
     fast = compiled(lambda x, k: layer(x, training=True, mask_id=k))
     for k in (0, 1, 7):
@@ -64,13 +56,13 @@ def test_distinct_mask_ids_and_seeds_give_distinct_masks():
 
 
 def test_without_mask_id_uses_and_advances_the_step_counter():
-    x = x_data()
+    x = normal_data()
     layer = kdv.SeededDropout(0.5, seed=4)
     for step in range(3):
         np.testing.assert_array_equal(
             to_np(layer(x, training=True)), to_np(layer(x, training=True, mask_id=step))
         )
-    assert counter(layer) == 3
+    assert steps_taken(layer) == 3
     np.testing.assert_array_equal(to_np(layer(x, mask_id=1)), x)  # inference
 
 
@@ -95,15 +87,15 @@ def test_seed_is_required():
 )
 def test_bad_mask_id(mask_id, error, shown):
     with pytest.raises(error, match=rf"`mask_id`.*{shown}"):
-        kdv.SeededDropout(0.5, seed=1)(x_data(), training=True, mask_id=mask_id)
+        kdv.SeededDropout(0.5, seed=1)(normal_data(), training=True, mask_id=mask_id)
 
 
 def test_bad_mask_id_tensors():
     layer = kdv.SeededDropout(0.5, seed=1)
     with pytest.raises(TypeError, match="mask_id.*float32"):
-        layer(x_data(), training=True, mask_id=keras.ops.convert_to_tensor(1.0))
+        layer(normal_data(), training=True, mask_id=keras.ops.convert_to_tensor(1.0))
     with pytest.raises(ValueError, match="mask_id.*scalar"):
-        layer(x_data(), training=True, mask_id=keras.ops.convert_to_tensor([1, 2]))
+        layer(normal_data(), training=True, mask_id=keras.ops.convert_to_tensor([1, 2]))
 
 
 def test_dropout_errors_are_shared():
@@ -139,7 +131,7 @@ def seeded_mlp():
 
 
 def fit(model, epochs):
-    x = x_data((16 * STEPS_PER_EPOCH, 16))
+    x = normal_data((16 * STEPS_PER_EPOCH, 16))
     model.fit(x, x[:, :1], batch_size=16, epochs=epochs, shuffle=False, verbose=0)
 
 
@@ -152,7 +144,7 @@ def test_resume_replays_the_uninterrupted_masks(tmp_path, how):
 
     fit(uninterrupted, n_epochs + m_epochs)
     fit(interrupted, n_epochs)
-    n = counter(interrupted.layers[1])
+    n = steps_taken(interrupted.layers[1])
     assert n == n_epochs * STEPS_PER_EPOCH
     if how == "model.save":
         path = str(tmp_path / "ckpt.keras")
@@ -166,10 +158,10 @@ def test_resume_replays_the_uninterrupted_masks(tmp_path, how):
         for model in (resumed, replica):
             model.optimizer.build(model.trainable_variables)  # to restore its state too
             model.load_weights(path)
-    assert resumed is not interrupted and counter(resumed.layers[1]) == n
+    assert resumed is not interrupted and steps_taken(resumed.layers[1]) == n
 
     # The first M masks after loading are masks N .. N+M-1.
-    h = x_data((16, 32), seed=5)
+    h = normal_data((16, 32), seed=5)
     layer = replica.layers[1]
     for i in range(m_epochs * STEPS_PER_EPOCH):
         np.testing.assert_array_equal(
@@ -177,7 +169,7 @@ def test_resume_replays_the_uninterrupted_masks(tmp_path, how):
         )
 
     fit(resumed, m_epochs)
-    assert counter(resumed.layers[1]) == counter(uninterrupted.layers[1])
+    assert steps_taken(resumed.layers[1]) == steps_taken(uninterrupted.layers[1])
     for a, b in zip(resumed.get_weights(), uninterrupted.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
