@@ -157,32 +157,72 @@ def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0):
     return ops.where(keep, ops.multiply(x, scale), zero)
 
 
+def check_mask_per(mask_per):
+    """Returns `mask_per` if it is `"batch"` or `"example"`, else raises."""
+    if mask_per not in ("batch", "example"):
+        raise _random.invalid_argument(
+            ValueError, "mask_per", "'batch' or 'example'", mask_per
+        )
+    return mask_per
+
+
 def drop_connect(
-    x, kernel, rate, bias=None, drop_bias=False, seed=None, counter=0
+    x,
+    kernel,
+    rate,
+    bias=None,
+    drop_bias=False,
+    seed=None,
+    counter=0,
+    mask_per="batch",
+    max_mask_elements=2**24,
 ):
     """A dense product with dropped weights: `x @ (M * kernel) / (1 - rate)`.
 
     DropConnect (Wan et al., 2013): each weight is kept with probability
     `1 - rate` and kept weights are scaled by `1 / (1 - rate)`, so the
-    expected output is `x @ kernel + bias`. The kernel mask is
-    `keep_mask(kernel.shape, rate, seed, counter)`, shared by the whole batch;
-    with `drop_bias`, the bias mask continues the same stream right after the
-    kernel's elements. The masked kernel is a local tensor: nothing is
-    assigned, and gradients reach only the kept weights.
+    expected output is `x @ kernel + bias`. The masked kernel is a local
+    tensor: nothing is assigned, and gradients reach only the kept weights.
+
+    Mask layout: the stream of `(seed, counter)` is cut into blocks of
+    `(in + 1) * out` elements, a kernel mask followed by a bias mask (used
+    with `drop_bias`). With `mask_per="batch"` the whole batch shares block 0;
+    with `mask_per="example"`, example `b` (index on the first axis) uses
+    block `b`, so its masks do not depend on how the batch is chunked, and
+    example 0 gets the batch mask.
+
+    Cost of `mask_per="example"`: `batch * (in + 1) * out` mask elements per
+    step, drawn twice (forward, and again in the backward pass instead of
+    being stored), and a batched product that reads one masked kernel per
+    example: about the work of `batch` separate dense layers. Examples are
+    processed in chunks of at most `max_mask_elements` mask elements, so the
+    extra memory is a few bytes times `max_mask_elements` in either pass,
+    whatever the batch size. A step's stream holds 2**32 elements, so
+    `batch * (in + 1) * out` must stay below that.
 
     Args:
-        x: floating-point tensor `(..., in)`.
+        x: floating-point tensor `(..., in)`; for `mask_per="example"`,
+            `(batch, ..., in)`, the mask shared along the middle axes.
         kernel: `(in, out)` tensor or variable.
         rate: float in [0, 1], the probability of dropping a weight.
         bias: optional `(out,)` tensor, added after the product.
         drop_bias: whether the bias is dropped (and scaled) too.
         seed: Python int in [0, 2**32). Required.
-        counter: int or integer scalar tensor selecting the mask.
+        counter: int or integer scalar tensor selecting the masks.
+        mask_per: `"batch"` (one mask shared by the batch) or `"example"`.
+        max_mask_elements: positive int, the most mask elements
+            materialized at once by `mask_per="example"`.
 
     Returns:
         `(..., out)` tensor: the pre-activation.
     """
+    mask_per = check_mask_per(mask_per)
+    rate = _random.check_rate(rate)
     kernel = ops.convert_to_tensor(kernel)
+    if mask_per == "example" and 0.0 < rate < 1.0:
+        return _drop_connect_per_example(
+            x, kernel, rate, bias, drop_bias, seed, counter, max_mask_elements
+        )
     outputs = ops.matmul(x, dropout(kernel, rate, seed=seed, counter=counter))
     if bias is None:
         return outputs
@@ -190,6 +230,108 @@ def drop_connect(
         offset = math.prod(kernel.shape) % 2**32  # the bias mask follows the kernel's
         bias = dropout(bias, rate, seed=seed, counter=counter, offset=offset)
     return ops.add(outputs, bias)
+
+
+def _drop_connect_per_example(
+    x, kernel, rate, bias, drop_bias, seed, counter, max_mask_elements
+):
+    """`drop_connect` with `mask_per="example"`, in chunks of examples.
+
+    The bias rides along as row `in` of an extended kernel `[W; b]` (zeros
+    without `drop_bias`) against an input column of ones, so example `b`'s
+    block of the stream is exactly the dropout mask of its extended kernel.
+    A custom gradient redraws each chunk's masks in the backward pass: a
+    plain loop would keep every chunk's mask for it, `batch * (in + 1) * out`
+    elements in all.
+    """
+    seed = _random.check_seed(seed)
+    counter = _random.check_word(counter, "counter")
+    if (
+        isinstance(max_mask_elements, bool)
+        or not isinstance(max_mask_elements, numbers.Integral)
+        or max_mask_elements < 1
+    ):
+        raise _random.invalid_argument(
+            ValueError, "max_mask_elements", "a positive integer", max_mask_elements
+        )
+    x = ops.convert_to_tensor(x)
+    check_floating(x, "x")
+    if len(x.shape) < 2:
+        raise ValueError(
+            "`mask_per='example'` needs inputs with a batch axis, "
+            f"(batch, ..., in). Received inputs of shape {tuple(x.shape)}."
+        )
+    in_dim, units = kernel.shape
+    block = (in_dim + 1) * units
+    batch = ops.shape(x)[0]
+    if isinstance(batch, int) and batch * block > 2**32:
+        raise ValueError(
+            f"`mask_per='example'` draws {batch} x {block} mask elements per "
+            "step, more than the 2**32 one (seed, counter) stream holds. Use "
+            "smaller batches or `mask_per='batch'`."
+        )
+    # Balanced chunks: n chunks of c examples, fewer than n of them padding.
+    per_chunk = max(1, int(max_mask_elements) // block)
+    if isinstance(batch, int):
+        n = max(1, -(-batch // per_chunk))
+        c = -(-batch // n)
+    else:  # A dynamic batch (TensorFlow graphs): the same sums as tensors.
+        n = ops.maximum((batch + per_chunk - 1) // per_chunk, 1)
+        c = (batch + n - 1) // n
+
+    kernel = ops.cast(kernel, x.dtype)
+    last_row = ops.zeros((1, units), x.dtype)
+    if drop_bias and bias is not None:
+        last_row = ops.reshape(ops.cast(bias, x.dtype), (1, units))
+    kernel_ext = ops.concatenate([kernel, last_row], axis=0)  # (in + 1, out)
+    rows = ops.reshape(x, (batch, -1, in_dim))  # (batch, L, in)
+    rows = ops.concatenate([rows, ops.ones_like(rows[..., :1])], axis=-1)
+    padding = n * c - batch
+    if not isinstance(padding, int) or padding:  # (ops.pad retraces torch.compile)
+        zeros = ops.zeros((padding,) + tuple(ops.shape(rows)[1:]), x.dtype)
+        rows = ops.concatenate([rows, zeros], axis=0)
+    chunks = ops.reshape(rows, (n, c, -1, in_dim + 1))
+
+    def dropped(i, value):  # Dropout of a (c, in + 1, out) chunk, block i*c on.
+        offset = _random.block_offset(i, c * block)
+        return dropout(value, rate, seed=seed, counter=counter, offset=offset)
+
+    def loop(body, init):
+        return ops.fori_loop(0, n, body, init)
+
+    def kernels(i, kernel_ext):  # Example j of chunk i: dropout(kernel_ext) at block j.
+        return dropped(i, ops.broadcast_to(kernel_ext, (c, in_dim + 1, units)))
+
+    @ops.custom_gradient
+    def product(chunks, kernel_ext):
+        def forward(i, out):
+            y = ops.matmul(chunks[i], kernels(i, kernel_ext))
+            return ops.slice_update(out, (i, 0, 0, 0), y[None])
+
+        out = loop(forward, ops.zeros((n, c, ops.shape(chunks)[2], units), x.dtype))
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+
+            def backward(i, carry):
+                d_chunks, d_kernel = carry
+                g = upstream[i]
+                d_x = ops.matmul(g, ops.transpose(kernels(i, kernel_ext), (0, 2, 1)))
+                # Per-example kernel gradients, masked like the kernels.
+                d_k = dropped(i, ops.matmul(ops.transpose(chunks[i], (0, 2, 1)), g))
+                d_chunks = ops.slice_update(d_chunks, (i, 0, 0, 0), d_x[None])
+                return d_chunks, ops.add(d_kernel, ops.sum(d_k, axis=0))
+
+            return loop(backward, (ops.zeros_like(chunks), ops.zeros_like(kernel_ext)))
+
+        return out, grad
+
+    outputs = ops.reshape(product(chunks, kernel_ext), (n * c, -1, units))[:batch]
+    outputs = ops.reshape(outputs, tuple(ops.shape(x)[:-1]) + (units,))
+    if bias is not None and not drop_bias:
+        outputs = ops.add(outputs, bias)
+    return outputs
 
 
 def check_num_samples(num_samples):

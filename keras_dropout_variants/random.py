@@ -62,7 +62,7 @@ import numbers
 import keras
 from keras import ops
 
-__all__ = ["keep_mask", "normal", "random_bits", "keep_threshold"]
+__all__ = ["keep_mask", "normal", "random_bits", "keep_threshold", "block_offset"]
 
 _U32 = 1 << 32
 _MIX_M1 = 0x7FEB352D
@@ -300,6 +300,20 @@ def random_bits(shape, seed, counter=0, offset=0):
     return ops.reshape(h, shape)
 
 
+def block_offset(index, block_size):
+    """`index * block_size` modulo 2**32: where block `index` of a stream starts.
+
+    The stream of one `(seed, counter)` is cut into equal blocks (an example's
+    weights, a replica's shard); block `index` is drawn with this `offset`.
+    Either argument may be a Python int or an integer scalar tensor (a loop
+    index, a dynamic batch size); the product wraps like every engine word.
+    """
+    if isinstance(index, int) and isinstance(block_size, int):
+        return index * block_size % _U32
+    index, block_size = (ops.cast(_as_word(v), "int32") for v in (index, block_size))
+    return ops.multiply(index, block_size)
+
+
 def keep_mask(shape, rate, seed, counter=0, offset=0):
     """Boolean mask of `shape`: True where an element is kept.
 
@@ -406,6 +420,34 @@ def _dispatch(size, seed, counter, offset, threshold):
     # the key is derived inside the compiled function too.
     seed, counter, offset = (_as_word(w) for w in (seed, counter, offset))
     return _COMPILED[backend](size, seed, counter, offset, threshold)
+
+
+def snapshot(value):
+    """The current value of `value` (e.g. a step-counter variable), as a tensor
+    that later assignments to the variable cannot change.
+
+    Layers draw a mask from their counter and then advance it. On torch a
+    tensor read from a variable shares its storage, and `assign` writes into
+    it in place; a clone is not enough under `torch.compile`, whose
+    partitioner may recompute the mask in the backward pass from the graph
+    input, after the assignment, and so differentiate through the next mask.
+    There the copy is an opaque custom op, whose output is saved instead.
+    """
+    if keras.backend.backend() != "torch":
+        return ops.copy(value)
+    if "torch_snapshot" not in _COMPILED:
+        import torch
+
+        @torch.library.custom_op("keras_dropout_variants::snapshot", mutates_args=())
+        def torch_snapshot(x: torch.Tensor) -> torch.Tensor:
+            return x.clone()
+
+        @torch_snapshot.register_fake
+        def _(x):
+            return torch.empty_like(x)
+
+        _COMPILED["torch_snapshot"] = torch_snapshot
+    return _COMPILED["torch_snapshot"](ops.convert_to_tensor(value))
 
 
 def _torch_flat_keep(size, seed, counter, offset, threshold):

@@ -3,7 +3,8 @@
 Each subprocess computes the golden masks, the raw engine words, the
 outputs of `Dropout(0.5, seed=...)` over successive training calls (eager and
 inside the backend's compiler) and of `SeededDropout` for several
-(seed, mask_id, noise_shape), and writes them to an .npz file.
+(seed, mask_id, noise_shape), and of `DropConnect` with one mask per batch and
+per example, and writes them to an .npz file.
 """
 
 import importlib.util
@@ -59,6 +60,9 @@ for step in range(2):
     # Compare masks exactly; products only to float tolerance (summation order).
     out[f"dropconnect{step}"] = to_np(drop_connect(h, training=True))
     out[f"dropconnect_mask{step}"] = to_np(kr.keep_mask((66,), 0.5, 77, step))
+per_example = kdv.DropConnect(dense, 0.5, seed=78, drop_bias=True, mask_per="example")
+for step in range(2):
+    out[f"dropconnect_example{step}"] = to_np(per_example(h, training=True))
 
 # The same outputs from inside the backend's compiler, with a traced counter.
 fast = compiled(lambda x, c: kdv.ops.dropout(x, 0.5, seed=2024, counter=c))
@@ -136,5 +140,12 @@ def test_outputs_match_the_numpy_reference(results):
         bias = np.where(keep[60:], b * 2, 0)
         expected = np.maximum(x.reshape(48, 10) @ kernel + bias, 0)
         np.testing.assert_allclose(got[f"dropconnect{step}"], expected, rtol=1e-5, atol=1e-5)
+    h = x.reshape(48, 10)
+    for step in range(2):
+        keep = reference.keep_mask((48, 11, 6), 0.5, 78, step)  # block b: example b
+        kernels = np.where(keep[:, :10], w * 2, 0)
+        bias = np.where(keep[:, 10], b * 2, 0)
+        expected = np.maximum(np.einsum("bi,bio->bo", h, kernels) + bias, 0)
+        np.testing.assert_allclose(got[f"dropconnect_example{step}"], expected, rtol=1e-5, atol=1e-5)
     # Successive training calls draw different masks.
     assert not np.array_equal(got["layer0"] == 0, got["layer1"] == 0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import gradient, normal_data, steps_taken, to_np
+from conftest import BACKEND, compiled, gradient, normal_data, steps_taken, to_np
 import keras_dropout_variants as kdv
 from keras_dropout_variants import ops as kops
 
@@ -267,3 +267,160 @@ def test_engine_normal_draws_are_standard_normal():
     assert abs(z.mean()) < 5 / np.sqrt(n)
     assert abs(z.var() - 1) < 5 * np.sqrt(2 / n)
     np.testing.assert_array_equal(z, to_np(kr.normal((n,), 3, 1)))
+
+
+# mask_per="example": example b uses block b of the step's stream, a
+# (in + 1, out) block whose last row is the bias mask.
+
+
+def per_example_reference(x, kernel, bias, rate, seed, counter, drop_bias):
+    """NumPy per-example DropConnect pre-activation for x of shape (B, ..., in)."""
+    batch, units = x.shape[0], kernel.shape[1]
+    keep = reference.keep_mask((batch,) + (kernel.shape[0] + 1, units), rate, seed, counter)
+    scale = np.float32(1 / (1 - rate))
+    kernels = np.where(keep[:, :-1], kernel * scale, 0)  # (B, in, out)
+    rows = x.reshape(batch, -1, kernel.shape[0])
+    y = np.einsum("bli,bio->blo", rows, kernels)
+    if bias is not None:
+        y += np.where(keep[:, -1:], bias * scale, 0) if drop_bias else bias
+    return y.reshape(x.shape[:-1] + (units,)), keep
+
+
+# Chunks of 1, 2 (one padded example), 3 (two padded) and all 7 examples.
+CHUNKS = [1, 2 * 13 * 5, 3 * 13 * 5, 2**24]
+
+
+@pytest.mark.parametrize("max_mask_elements", CHUNKS)
+@pytest.mark.parametrize("drop_bias", [False, True])
+def test_per_example_masks_follow_the_stream_layout(max_mask_elements, drop_bias):
+    x, kernel, bias = normal_data((7, 12)), normal_data((12, 5), 1), normal_data((5,), 2)
+    y = kops.drop_connect(x, kernel, 0.4, bias, drop_bias, seed=3, counter=2,
+                          mask_per="example", max_mask_elements=max_mask_elements)
+    expected, keep = per_example_reference(x, kernel, bias, 0.4, 3, 2, drop_bias)
+    np.testing.assert_allclose(to_np(y), expected, rtol=1e-5, atol=1e-5)
+    # Example 0 gets the batch mask; the others their own.
+    batch = kops.drop_connect(x, kernel, 0.4, bias, drop_bias, seed=3, counter=2)
+    np.testing.assert_allclose(to_np(y)[0], to_np(batch)[0], rtol=1e-6, atol=1e-6)
+    assert len({keep[b].tobytes() for b in range(7)}) == 7
+
+
+def test_per_example_mask_is_shared_along_middle_axes():
+    x, kernel = normal_data((3, 4, 12)), normal_data((12, 5), 1)
+    y = kops.drop_connect(x, kernel, 0.5, seed=1, counter=0, mask_per="example",
+                          max_mask_elements=13 * 5)
+    expected, _ = per_example_reference(x, kernel, None, 0.5, 1, 0, False)
+    assert tuple(y.shape) == (3, 4, 5)
+    np.testing.assert_allclose(to_np(y), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("max_mask_elements", [CHUNKS[2], CHUNKS[3]])
+def test_per_example_gradients_reach_only_each_examples_kept_weights(max_mask_elements):
+    # For loss sum(y * g): dW = sum_b x_b^T g_b * M_b / (1-p), dx_b = g_b (M_b * W)^T / (1-p),
+    # db = sum_b g_b * m_b / (1-p); masks redrawn in the backward pass.
+    x, kernel, bias = normal_data((7, 12)), normal_data((12, 5), 1), normal_data((5,), 2)
+    g = normal_data((7, 5), 3)
+    _, keep = per_example_reference(x, kernel, bias, 0.4, 3, 2, True)
+    scale = np.float32(1 / 0.6)
+    kept = np.where(keep, scale, 0).astype("float32")  # (B, in + 1, out)
+
+    def op(x, kernel, bias):
+        return kops.drop_connect(x, kernel, 0.4, bias, True, seed=3, counter=2,
+                                 mask_per="example", max_mask_elements=max_mask_elements)
+
+    d_kernel = gradient(lambda w: op(x, w, bias), kernel, g)
+    d_x = gradient(lambda v: op(v, kernel, bias), x, g)
+    d_bias = gradient(lambda b: op(x, kernel, b), bias, g)
+    np.testing.assert_allclose(d_kernel, np.einsum("bi,bo,bio->io", x, g, kept[:, :-1]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_x, np.einsum("bo,bio,io->bi", g, kept[:, :-1], kernel), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_bias, (g * kept[:, -1]).sum(0), rtol=1e-5, atol=1e-5)
+    # Through example 3 alone, exactly the weights its own mask dropped get 0.
+    only_3 = np.zeros_like(g)
+    only_3[3] = g[3]
+    d_kernel_3 = gradient(lambda w: op(x, w, bias), kernel, only_3)
+    np.testing.assert_array_equal(d_kernel_3 == 0, ~keep[3, :-1])
+
+
+def test_per_example_layer_backward_uses_the_steps_own_masks():
+    # The custom gradient redraws the masks after the layer advanced its
+    # counter: it must still draw this step's.
+    x, g = normal_data((7, 12)), normal_data((7, 5), 3)
+    dense = fixed_dense()
+    kernel = dense.get_weights()[0]
+    layer = kdv.DropConnect(dense, 0.4, seed=3, mask_per="example")
+    for step in range(2):
+        d_x = gradient(lambda v: layer(v, training=True), x, g)
+        _, keep = per_example_reference(x, kernel, None, 0.4, 3, step, False)
+        kept = np.where(keep[:, :-1], np.float32(1 / 0.6), 0)
+        np.testing.assert_allclose(d_x, np.einsum("bo,bio,io->bi", g, kept, kernel), rtol=1e-5, atol=1e-5)
+    assert steps_taken(layer) == 2
+
+
+def test_per_example_compiled_equals_eager():
+    x, kernel = normal_data((9, 12)), normal_data((12, 5), 1)
+
+    def op(x, counter):
+        return kops.drop_connect(x, kernel, 0.3, seed=4, counter=counter, mask_per="example",
+                                 max_mask_elements=4 * 13 * 5)
+
+    eager = to_np(op(x, 5))
+    fast = to_np(compiled(op)(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(5, "int32")))
+    np.testing.assert_allclose(fast, eager, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="dynamic batch sizes are a TF graph feature")
+def test_per_example_with_a_dynamic_batch_in_a_tf_graph():
+    import tensorflow as tf
+
+    kernel, bias = normal_data((12, 5), 1), normal_data((5,), 2)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 12), tf.float32)])
+    def op(x):
+        return kops.drop_connect(x, kernel, 0.4, bias, True, seed=3, counter=2,
+                                 mask_per="example", max_mask_elements=3 * 13 * 5)
+
+    for batch in (1, 7, 10):
+        x = normal_data((batch, 12))
+        expected, _ = per_example_reference(x, kernel, bias, 0.4, 3, 2, True)
+        np.testing.assert_allclose(op(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_per_example_layer_fits_and_round_trips(tmp_path):
+    keras.utils.set_random_seed(0)
+    x = normal_data((100, 10))
+    y = x[:, :1] * 2
+    layer = kdv.DropConnectDense(16, rate=0.3, activation="relu", seed=1, mask_per="example")
+    model = keras.Sequential([keras.Input((10,)), layer, keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    losses = model.fit(x, y, epochs=8, batch_size=32, verbose=0).history["loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert steps_taken(layer) == 8 * 4
+    assert layer.get_config()["mask_per"] == "example"
+    path = str(tmp_path / "pe.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.layers[0].mask_per == "example"
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    # Training-mode outputs follow the engine: example b uses block b.
+    dense = layer.layer
+    kernel, bias = dense.get_weights()
+    counter = steps_taken(layer)
+    pre, _ = per_example_reference(x[:6], kernel, bias, 0.3, 1, counter, False)
+    np.testing.assert_allclose(to_np(layer(x[:6], training=True)), np.maximum(pre, 0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda: kdv.DropConnectDense(4, mask_per="weights"), ValueError, r"`mask_per`.*'weights'"),
+        (lambda: kops.drop_connect(np.ones((2, 3), "float32"), np.ones((3, 4), "float32"), 0.5, seed=1,
+                                   mask_per="example", max_mask_elements=0), ValueError, r"`max_mask_elements`.*0"),
+        (lambda: kops.drop_connect(np.ones((3,), "float32"), np.ones((3, 4), "float32"), 0.5, seed=1,
+                                   mask_per="example"), ValueError, r"batch axis.*\(3,\)"),
+        # 1025 examples of (4095 + 1) * 1024 = 2**22 elements exceed a 2**32 stream.
+        (lambda: kops.drop_connect(np.zeros((1025, 4095), "float32"), np.zeros((4095, 1024), "float32"),
+                                   0.5, seed=1, mask_per="example"), ValueError, r"1025 x 4194304.*2\*\*32"),
+    ],
+)
+def test_bad_per_example_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -204,6 +204,20 @@ def test_offset_computes_a_shard_of_the_global_mask(shards):
     np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
+@pytest.mark.parametrize("index,size", [(3, 35), (5, 2**31 + 7), (2**20 + 1, 2**12)])
+def test_block_offset_wraps_like_an_engine_word(index, size):
+    expected = index * size % 2**32
+    assert kr.block_offset(index, size) == expected
+    as_tensor = keras.ops.convert_to_tensor(index, "int32")
+    word = to_np(kr.block_offset(as_tensor, size)).astype(np.int64) % 2**32
+    assert word == expected
+    # Block `index` of a stream is the mask drawn at that offset.
+    np.testing.assert_array_equal(
+        to_np(kr.keep_mask((64,), 0.5, 1, 2, offset=kr.block_offset(as_tensor, size))),
+        reference.keep_mask((64,), 0.5, 1, 2, offset=expected),
+    )
+
+
 # --- Arguments ---
 
 
@@ -257,3 +271,10 @@ def test_compiled_dispatch_path_gives_the_bits_of_the_plain_path(monkeypatch, co
     np.testing.assert_array_equal(fast, plain)
     np.testing.assert_array_equal(fast_tensor, plain)
     np.testing.assert_array_equal(plain, reference.keep_mask(*args))
+
+
+def test_snapshot_keeps_its_value_after_the_variable_is_assigned():
+    counter = keras.Variable(3, dtype="int32", trainable=False)
+    value = kr.snapshot(counter)
+    counter.assign(4)
+    assert int(to_np(value)) == 3 and int(to_np(counter)) == 4

@@ -76,3 +76,30 @@ def test_quickstart_example_runs():
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"backend: {BACKEND}" in result.stdout
     assert "predictions deterministic: True" in result.stdout
+
+
+def test_compiled_fit_takes_the_same_steps_as_eager_fit():
+    # The backward pass must use each step's own masks also where a compiler
+    # recomputes them (torch.compile's partitioner does, from the counter
+    # variable, after the step assigned the next value) or where a custom
+    # gradient redraws them (DropConnect with mask_per="example"). A wrong
+    # mask changes a weight update by its full size (~1e-2 here).
+    x, y = classification_data(n=64)
+
+    def three_steps(jit_compile):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([
+            keras.Input((20,)),
+            kdv.DropConnectDense(16, rate=0.3, activation="relu", seed=1),
+            kdv.Dropout(0.4, seed=2),
+            kdv.DropConnectDense(8, rate=0.3, activation="relu", seed=3,
+                                 mask_per="example", drop_bias=True),
+            keras.layers.Dense(4, activation="softmax"),
+        ])
+        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy",
+                      jit_compile=jit_compile, run_eagerly=not jit_compile and BACKEND != "tensorflow")
+        model.fit(x, y, batch_size=16, epochs=1, steps_per_epoch=3, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    for eager, fast in zip(three_steps(False), three_steps(True)):
+        np.testing.assert_allclose(fast, eager, rtol=1e-5, atol=1e-6)

@@ -16,9 +16,11 @@ class DropConnect(keras.layers.Wrapper):
     Wan, Zeiler, Zhang, LeCun and Fergus (ICML 2013): in training, each weight
     of the kernel is kept with probability `1 - rate`, and the layer computes
     `activation(x @ (M * W) / (1 - rate) + b)`: inverted scaling, as in
-    `Dropout`, so the default inference is the plain layer. One kernel mask
-    is drawn per training step and shared by the batch, from the package's
-    engine: the same seed gives the same masks on every backend.
+    `Dropout`, so the default inference is the plain layer. By default one
+    kernel mask is drawn per training step and shared by the batch;
+    `mask_per="example"` draws one per example, as in the paper. Masks come
+    from the package's engine: the same seed gives the same masks on every
+    backend.
 
     The masked kernel is a local tensor inside `call`: the wrapped layer is
     never modified and keeps owning its variables (names, shapes,
@@ -31,6 +33,13 @@ class DropConnect(keras.layers.Wrapper):
         rate: Float between 0 and 1: the probability of dropping a weight.
         seed: Python integer in `[0, 2**32)`, or `None` to draw one.
         drop_bias: whether the bias is dropped (and rescaled) too.
+        mask_per: `"batch"` (default): one mask per step, shared by the
+            batch; costs one kernel-sized mask. `"example"`: an independent
+            mask per example (the first axis; shared along any middle axes).
+            It costs about as much as `batch` separate Dense layers, with
+            masks redrawn in the backward pass rather than stored, and works
+            in chunks of at most 2**24 mask elements, so its extra memory
+            stays bounded whatever the batch size (see `ops.drop_connect`).
         inference: `"mean"` (default): the plain Dense, deterministic.
             `"gaussian"`: the paper's moment matching: the pre-activation is
             taken as Gaussian with the training-time mean and variance, and
@@ -63,6 +72,7 @@ class DropConnect(keras.layers.Wrapper):
         rate,
         seed=None,
         drop_bias=False,
+        mask_per="batch",
         inference="mean",
         num_samples=16,
         **kwargs,
@@ -90,6 +100,7 @@ class DropConnect(keras.layers.Wrapper):
                 f"a bool. Received: drop_bias={drop_bias!r}"
             )
         self.drop_bias = drop_bias
+        self.mask_per = kdv_ops.check_mask_per(mask_per)
         if inference not in ("mean", "gaussian"):
             raise ValueError(
                 "Invalid value received for argument `inference`: expected "
@@ -117,7 +128,7 @@ class DropConnect(keras.layers.Wrapper):
             lambda counter: dense.activation(
                 kdv_ops.drop_connect(
                     inputs, dense.kernel, self.rate, bias, self.drop_bias,
-                    seed=self.seed, counter=counter,
+                    seed=self.seed, counter=counter, mask_per=self.mask_per,
                 )
             ),
         )
@@ -132,6 +143,7 @@ class DropConnect(keras.layers.Wrapper):
                 "rate": self.rate,
                 "seed": self.seed,
                 "drop_bias": self.drop_bias,
+                "mask_per": self.mask_per,
                 "inference": self.inference,
                 "num_samples": self.num_samples,
             }
@@ -155,6 +167,7 @@ class DropConnectDense(DropConnect):
         rate: Float between 0 and 1: the probability of dropping a weight.
         seed: Python integer in `[0, 2**32)`, or `None` to draw one.
         drop_bias: whether the bias is dropped (and rescaled) too.
+        mask_per: `"batch"` or `"example"`, as in `DropConnect`.
         inference: `"mean"` or `"gaussian"`, as in `DropConnect`.
         num_samples: pairs of draws for `inference="gaussian"`.
         **kwargs: `keras.layers.Dense` arguments (`activation`, `use_bias`,
@@ -185,6 +198,7 @@ class DropConnectDense(DropConnect):
         rate=0.5,
         seed=None,
         drop_bias=False,
+        mask_per="batch",
         inference="mean",
         num_samples=16,
         **kwargs,
@@ -199,6 +213,7 @@ class DropConnectDense(DropConnect):
             rate,
             seed=seed,
             drop_bias=drop_bias,
+            mask_per=mask_per,
             inference=inference,
             num_samples=num_samples,
             **base,

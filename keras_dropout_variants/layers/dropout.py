@@ -29,10 +29,11 @@ def add_step_counter(layer):
 def with_step_counter(layer, compute):
     """`compute(counter)` with the layer's current step, then advances it.
 
-    Computes with the value read before assigning the next one: on some
-    backends a tensor read from a variable aliases its storage.
+    `counter` is a snapshot: a backward pass that redraws the mask after the
+    assignment (a custom gradient, or a compiler's recomputation) still sees
+    this step's value.
     """
-    counter = ops.convert_to_tensor(layer.counter)
+    counter = kdv_random.snapshot(layer.counter)
     outputs = compute(counter)
     layer.counter.assign(ops.add(counter, 1))
     return outputs
