@@ -38,7 +38,7 @@ class DropConnect(keras.layers.Wrapper):
             mask per example (the first axis; shared along any middle axes).
             It costs about as much as `batch` separate Dense layers, with
             masks redrawn in the backward pass rather than stored, and works
-            in chunks of at most 2**24 mask elements, so its extra memory
+            in chunks of at most 2**18 mask elements, so its extra memory
             stays bounded whatever the batch size (see `ops.drop_connect`).
         inference: `"mean"` (default): the plain Dense, deterministic.
             `"gaussian"`: the paper's moment matching: the pre-activation is
