@@ -1,11 +1,20 @@
-"""Train-step time of an MLP with `DropConnectDense` vs plain `Dense`.
+"""Train-step time and peak memory of an MLP with `DropConnectDense` vs `Dense`.
 
     python benchmarks/drop_connect.py [--backends jax torch] [--steps 40]
 
-For each backend in its own subprocess, and within one run: the same
-Sequential MLP (784-512-512-10, batch 256) with its hidden layers as plain
-`Dense` or as `DropConnectDense(rate=0.5)`, trained with `fit()` in the
-backend's default mode. Prints the median step time of each and the ratio.
+The same Sequential MLP (784-512-512-10) with its hidden layers as plain
+`Dense`, as `DropConnectDense(rate=0.5)` with one mask per batch (the
+default), or with `mask_per="example"`, trained with `fit()` in the
+backend's default mode. Each (backend, variant, batch size) runs in its own
+subprocess, one after the other within one run, so that its peak resident
+memory (`ru_maxrss`) is its own. Prints median step times, the ratio to
+`Dense` at the same batch size, and peak memory.
+
+`mask_per="example"` is timed at batch 16 and 64 (it costs about `batch`
+dense layers per step, so larger batches take long on a CPU): with chunking,
+its peak memory should not grow with the batch the way a full
+(batch, in + 1, out) mask would (48 more examples: 18 MiB as bool and 74 MiB
+as float32 for the first layer alone).
 """
 
 import argparse
@@ -33,8 +42,13 @@ class StepTimer:
         self.callback = Callback()
 
 
-def worker(backend, steps):
+VARIANTS = ("dense", "batch", "example")
+
+
+def worker(backend, variant, batch, steps):
     os.environ["KERAS_BACKEND"] = backend
+    import resource
+
     import keras
     import numpy as np
 
@@ -42,51 +56,62 @@ def worker(backend, steps):
     import keras_dropout_variants as kdv
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(256 * steps, 784)).astype("float32")
-    y = rng.integers(0, 10, size=(256 * steps,))
+    x = rng.normal(size=(batch * (steps + 2), 784)).astype("float32")
+    y = rng.integers(0, 10, size=(len(x),))
 
-    def mlp(hidden):
-        return keras.Sequential(
-            [keras.Input((784,)), hidden(0), hidden(1), keras.layers.Dense(10)]
-        )
+    def hidden(i):
+        if variant == "dense":
+            return keras.layers.Dense(512, activation="relu")
+        return kdv.DropConnectDense(512, rate=0.5, activation="relu", seed=i, mask_per=variant)
 
-    variants = {
-        "dense": lambda i: keras.layers.Dense(512, activation="relu"),
-        "dropconnect": lambda i: kdv.DropConnectDense(512, rate=0.5, activation="relu", seed=i),
-    }
-    result = {"backend": backend}
-    for name, hidden in variants.items():
-        model = mlp(hidden)
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(x[:512], y[:512], batch_size=256, epochs=1, verbose=0)  # warm-up, compile
-        timer = StepTimer()
-        model.fit(x, y, batch_size=256, epochs=1, verbose=0, callbacks=[timer.callback])
-        result[name] = sorted(timer.times)[len(timer.times) // 2] * 1e3
-    result["ratio"] = result["dropconnect"] / result["dense"]
-    print(json.dumps(result), flush=True)
+    model = keras.Sequential([keras.Input((784,)), hidden(0), hidden(1), keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[: 2 * batch], y[: 2 * batch], batch_size=batch, epochs=1, verbose=0)  # warm-up, compile
+    timer = StepTimer()
+    model.fit(x[2 * batch:], y[2 * batch:], batch_size=batch, epochs=1, verbose=0, callbacks=[timer.callback])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    ms = sorted(timer.times)[len(timer.times) // 2] * 1e3
+    print(json.dumps({"ms": ms, "peak_mib": peak}), flush=True)
+
+
+def run(backend, variant, batch, steps):
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", backend, variant, str(batch), str(steps)],
+        capture_output=True, text=True,
+    )
+    rows = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode or not rows:
+        print(f"{backend} {variant}: worker failed\n{proc.stderr[-2000:]}")
+        return None
+    return rows[0]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps (per-example: a quarter)")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.steps)
+        backend, variant, batch, steps = args.worker
+        worker(backend, variant, int(batch), int(steps))
         return
-    print(f"{'backend':<12}{'Dense ms':>10}{'DropConnectDense ms':>21}{'ratio':>8}")
+    print(f"{'backend':<12}{'variant':<18}{'batch':>6}{'step ms':>10}{'/Dense':>8}{'peak MiB':>10}")
     for backend in args.backends:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", backend, "--steps", str(args.steps)],
-            capture_output=True, text=True,
-        )
-        rows = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
-        if proc.returncode or not rows:
-            print(f"{backend}: worker failed\n{proc.stderr[-2000:]}")
-            continue
-        r = rows[0]
-        print(f"{backend:<12}{r['dense']:>10.2f}{r['dropconnect']:>21.2f}{r['ratio']:>8.2f}")
+        for batch in (256, 64, 16):
+            dense = None
+            for variant in VARIANTS:
+                # One mask per batch at batch 256 (the target); per example at 64 and 16.
+                if (variant == "batch") != (batch == 256) and variant != "dense":
+                    continue
+                steps = args.steps if variant != "example" else max(3, args.steps // 4)
+                r = run(backend, variant, batch, steps)
+                if r is None:
+                    continue
+                dense = r["ms"] if variant == "dense" else dense
+                ratio = f"{r['ms'] / dense:8.2f}" if dense else f"{'-':>8}"
+                name = "Dense" if variant == "dense" else f"DropConnect/{variant}"
+                print(f"{backend:<12}{name:<18}{batch:>6}{r['ms']:>10.2f}{ratio}{r['peak_mib']:>10.0f}", flush=True)
 
 
 if __name__ == "__main__":
