@@ -46,7 +46,9 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 import keras_dropout_variants as kdv  # noqa: E402
 
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output", "regularization.png")
+DEFAULT_OUT = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "output", "regularization.png"
+)
 MODELS = ("none", "kdv.Dropout", "kdv.SeededDropout", "kdv.DropConnectDense")
 
 
@@ -164,7 +166,9 @@ def main():
     )
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--train-size", type=int, default=300, help="training examples (default 300)")
-    parser.add_argument("--label-noise", type=float, default=0.2, help="fraction of wrong training labels")
+    parser.add_argument(
+        "--label-noise", type=float, default=0.2, help="fraction of wrong training labels"
+    )
     parser.add_argument("--width", type=int, default=1024, help="units per hidden layer")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -178,10 +182,16 @@ def main():
         f"backend: {keras.backend.backend()}; {len(x_train)} training examples "
         f"({args.label_noise:.0%} wrong labels), {len(x_val)} validation examples"
     )
-    results = {}
+    results, initial = {}, None
     for name in MODELS:
         print(f"\n== {name} ==", flush=True)
         model = build_model(name, args.width, args.seed)
+        weights = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+        if initial is None:
+            initial = weights
+        same_start = len(weights) == len(initial) and all(
+            np.array_equal(a, b) for a, b in zip(weights, initial)
+        )
         curves = Curves(name, x_train, y_train, log_every=max(1, epochs // 10))
         # Reseeded so every model sees the same shuffled batches in the same order.
         keras.utils.set_random_seed(args.seed)
@@ -201,6 +211,7 @@ def main():
             val_loss=history.history["val_loss"],
             # The first epoch includes tracing/compilation.
             seconds=statistics.median(curves.seconds[1:] or curves.seconds),
+            same_start=same_start,
         )
 
     print(
@@ -218,6 +229,8 @@ def main():
             f"{name:<22} {train:>9.3f} {val:>8.3f} {train - val:>7.3f} "
             f"{r['val_loss'][-1]:>9.3f} {r['seconds']:>8.3f}"
         )
+    same_start = all(r["same_start"] for r in results.values())
+    print(f"all models started from the same initial weights: {same_start}")
     same = results["kdv.Dropout"]["val_loss"] == results["kdv.SeededDropout"]["val_loss"]
     print(f"kdv.Dropout and kdv.SeededDropout histories identical: {same}")
 

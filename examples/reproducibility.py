@@ -262,7 +262,10 @@ def main():
         help="backends to compare (default: every installed one)",
     )
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--resume-epoch", type=int, help="epoch after which to save and reload (default: half way)")
+    parser.add_argument(
+        "--resume-epoch", type=int,
+        help="resume from the checkpoint of this epoch (default: half way)",
+    )
     parser.add_argument("--train-size", type=int, default=640)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -355,7 +358,10 @@ def main():
         f"step counters restored by load_model: {counters_kept} "
         f"({ref['counters_loaded']} after epoch {args.resume_epoch})"
     )
-    print(f"kdv resumed vs uninterrupted, max |difference|: {resumed:.2e} (tolerance {RESUME_TOLERANCE:g})")
+    print(
+        f"kdv resumed vs uninterrupted, max |difference|: {resumed:.2e} "
+        f"(tolerance {RESUME_TOLERANCE:g})"
+    )
     keras_across = max(max_diff(r["keras"], ref["keras"]) for r in results)
     keras_resumed = max(resume_diff(r, "keras") for r in results)
     print(

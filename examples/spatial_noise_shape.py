@@ -198,7 +198,8 @@ def main():
         val_acc = history.history["val_accuracy"][-1]
         # The first epoch includes tracing/compilation.
         val_loss = history.history["val_loss"][-1]
-        rows.append((kind, train_acc, val_acc, val_loss, statistics.median(timer.seconds[1:] or timer.seconds)))
+        seconds = statistics.median(timer.seconds[1:] or timer.seconds)
+        rows.append((kind, train_acc, val_acc, val_loss, seconds))
 
     print(
         f"\nbackend {keras.backend.backend()}, {epochs} epochs, rate {args.rate}; "
