@@ -205,8 +205,8 @@ def main():
 
     print(
         f"\nbackend {keras.backend.backend()}, {epochs} epochs, rate {args.rate}; "
-        f"validation split ({len(x_val)} examples); lower NLL and ECE are better; "
-        "ms: one prediction of the whole split"
+        f"validation split ({len(x_val)} examples)\n"
+        "lower NLL and ECE are better; ms: one prediction of the whole split"
     )
     header = f"{'inference':<34} {'val acc':>7} {'NLL':>7} {'ECE':>7} {'ms':>8}"
     print(header)

@@ -215,10 +215,11 @@ def main():
         )
 
     print(
-        f"\nbackend {keras.backend.backend()}, {epochs} epochs; train accuracy in "
-        f"inference mode (dropout off) on the noisy labels (ignoring every wrong "
-        f"label scores {1 - args.label_noise:.2f}); gap = train - val; "
-        "s/epoch: median fit() epoch incl. validation"
+        f"\nbackend {keras.backend.backend()}, {epochs} epochs, {len(x_train)} training "
+        f"examples with {args.label_noise:.0%} wrong labels\n"
+        "train acc: evaluate() on the training split, dropout off, against its labels\n"
+        f"  ({1 - args.label_noise:.2f} = every wrong label ignored); gap = train acc - val acc\n"
+        "s/epoch: median fit() epoch, validation included"
     )
     header = f"{'model':<22} {'train acc':>9} {'val acc':>8} {'gap':>7} {'val loss':>9} {'s/epoch':>8}"
     print(header)

@@ -321,8 +321,9 @@ def main():
     ref = results[0]
     print(
         f"\n{args.epochs} epochs of {-(-args.train_size // args.batch_size)} steps, "
-        f"resumed from the checkpoint of epoch {args.resume_epoch}; loss differences are "
-        f"max |difference| over the per-epoch training losses; reference backend: {ref['backend']}"
+        f"resumed from the checkpoint of epoch {args.resume_epoch}\n"
+        "loss columns: max |difference| over the per-epoch training losses, against "
+        f"the reference backend ({ref['backend']}) or the uninterrupted run"
     )
     header = (
         f"{'backend':<11} {'first-step masks':<17} {'final loss':>10} "

@@ -202,9 +202,9 @@ def main():
         rows.append((kind, train_acc, val_acc, val_loss, seconds))
 
     print(
-        f"\nbackend {keras.backend.backend()}, {epochs} epochs, rate {args.rate}; "
-        "train accuracy in inference mode (dropout off); gap = train - val; "
-        "s/epoch: median fit() epoch incl. validation"
+        f"\nbackend {keras.backend.backend()}, {epochs} epochs, rate {args.rate}\n"
+        "train acc: evaluate() on the training split, dropout off; gap = train acc - val acc\n"
+        "s/epoch: median fit() epoch, validation included"
     )
     header = f"{'masks':<14} {'train acc':>9} {'val acc':>8} {'gap':>7} {'val loss':>9} {'s/epoch':>8}"
     print(header)
