@@ -1,6 +1,7 @@
 # Two entry points, both building their own virtual environment from scratch
 # with the pinned versions in constraints.txt:
-#   make example   fits a small Sequential model with our Dropout
+#   make example   runs examples/regularization.py in full: MLPs with and
+#                  without our dropout layers (BACKEND=torch for another backend)
 #   make test      runs the test suite once per Keras backend
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 example: $(VENV)/.installed
-	KERAS_BACKEND=$(BACKEND) $(PY) examples/quickstart.py
+	KERAS_BACKEND=$(BACKEND) $(PY) examples/regularization.py
 
 test: $(VENV)/.installed
 	$(PY) scripts/matrix.py $(BACKENDS)
