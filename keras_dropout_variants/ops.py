@@ -253,14 +253,7 @@ def _drop_connect_per_example(
     """
     seed = _random.check_seed(seed)
     counter = _random.check_word(counter, "counter")
-    if (
-        isinstance(max_mask_elements, bool)
-        or not isinstance(max_mask_elements, numbers.Integral)
-        or max_mask_elements < 1
-    ):
-        raise _random.invalid_argument(
-            ValueError, "max_mask_elements", "a positive integer", max_mask_elements
-        )
+    max_mask_elements = check_positive_int(max_mask_elements, "max_mask_elements")
     x = ops.convert_to_tensor(x)
     check_floating(x, "x")
     if len(x.shape) < 2:
@@ -278,7 +271,7 @@ def _drop_connect_per_example(
             "smaller batches or `mask_per='batch'`."
         )
     # Balanced chunks: n chunks of c examples, fewer than n of them padding.
-    per_chunk = max(1, int(max_mask_elements) // block)
+    per_chunk = max(1, max_mask_elements // block)
     if isinstance(batch, int):
         n = max(1, -(-batch // per_chunk))
         c = -(-batch // n)
@@ -341,17 +334,16 @@ def _drop_connect_per_example(
     return outputs
 
 
+def check_positive_int(value, name):
+    """Returns `value` as a positive Python int, or raises ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise _random.invalid_argument(ValueError, name, "a positive integer", value)
+    return int(value)
+
+
 def check_num_samples(num_samples):
     """Returns `num_samples` as a positive Python int, or raises ValueError."""
-    if (
-        isinstance(num_samples, bool)
-        or not isinstance(num_samples, numbers.Integral)
-        or num_samples < 1
-    ):
-        raise _random.invalid_argument(
-            ValueError, "num_samples", "a positive integer", num_samples
-        )
-    return int(num_samples)
+    return check_positive_int(num_samples, "num_samples")
 
 
 def drop_connect_gaussian(
