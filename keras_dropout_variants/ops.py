@@ -151,13 +151,7 @@ def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0):
         # put NaN in the gradient: select instead, which gives exact zeros
         # and a zero gradient.
         return ops.where(ops.convert_to_tensor(False), x, ops.zeros((), dtype=x.dtype))
-    return _apply_mask(x, _random.keep_mask(mask_shape, rate, seed, counter, offset), rate)
-
-
-def _apply_mask(x, keep, rate):
-    """`x / (1 - rate)` where `keep` (broadcast) is True, exactly 0 elsewhere."""
-    scale = ops.convert_to_tensor(1.0 / (1.0 - rate), dtype=x.dtype)
-    return ops.where(keep, ops.multiply(x, scale), ops.zeros((), dtype=x.dtype))
+    return _random.drop(x, mask_shape, rate, seed, counter, offset)
 
 
 def check_mask_per(mask_per):
@@ -297,7 +291,7 @@ def _drop_connect_per_example(
         return _random.keep_mask((c, in_dim + 1, units), rate, seed, counter, offset)
 
     def kernels(kernel_ext, keep):  # Each example's dropped extended kernel.
-        return _apply_mask(ops.broadcast_to(kernel_ext, (c, in_dim + 1, units)), keep, rate)
+        return _random.apply_keep(ops.broadcast_to(kernel_ext, (c, in_dim + 1, units)), keep, rate)
 
     def loop(body, init):
         return ops.fori_loop(0, n, body, init)
@@ -319,7 +313,7 @@ def _drop_connect_per_example(
                 keep, g = chunk_mask(i), upstream[i]
                 d_x = ops.matmul(g, ops.transpose(kernels(kernel_ext, keep), (0, 2, 1)))
                 # Per-example kernel gradients, masked like the kernels.
-                d_k = _apply_mask(ops.matmul(ops.transpose(chunks[i], (0, 2, 1)), g), keep, rate)
+                d_k = _random.apply_keep(ops.matmul(ops.transpose(chunks[i], (0, 2, 1)), g), keep, rate)
                 d_chunks = ops.slice_update(d_chunks, (i, 0, 0, 0), d_x[None])
                 return d_chunks, ops.add(d_kernel, ops.sum(d_k, axis=0))
 

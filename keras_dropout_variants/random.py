@@ -58,11 +58,14 @@ are computed by a shard with ``offset = r0 * prod(shape[1:])``.
 from fractions import Fraction
 import math
 import numbers
+import threading
 
 import keras
 from keras import ops
 
-__all__ = ["keep_mask", "normal", "random_bits", "keep_threshold", "block_offset"]
+__all__ = [
+    "keep_mask", "drop", "apply_keep", "normal", "random_bits", "keep_threshold", "block_offset",
+]
 
 _U32 = 1 << 32
 _MIX_M1 = 0x7FEB352D
@@ -384,29 +387,74 @@ def _flat_keep(size, seed, counter, offset, threshold):
     return ops.less(h, _const(threshold - (1 << 31)))
 
 
+def apply_keep(x, keep, rate):
+    """`x / (1 - rate)` where `keep` (bool, broadcast) is True, exactly 0
+    elsewhere, even where `x` is NaN or inf. Differentiable in `x`."""
+    scale = ops.convert_to_tensor(1.0 / (1.0 - rate), dtype=x.dtype)
+    return ops.where(keep, ops.multiply(x, scale), ops.zeros((), dtype=x.dtype))
+
+
+def drop(x, mask_shape, rate, seed, counter=0, offset=0):
+    """Dropout of the floating tensor `x` with the engine's mask of
+    `mask_shape` (broadcast to `x`): `apply_keep(x, keep_mask(...), rate)`.
+
+    Arguments as in `keep_mask`, with `0 <= rate < 1`. `ops.dropout` runs
+    this, so that a backend may fuse drawing and applying the mask.
+    """
+    threshold = keep_threshold(rate)
+    shape = _check_shape(mask_shape)
+    words = (
+        check_seed(seed),
+        check_word(counter, "counter"),
+        check_word(offset, "offset"),
+    )
+    if threshold >= _U32:
+        return apply_keep(x, ops.ones(shape, dtype="bool"), rate)
+    return _dispatch_drop(x, shape, _size(shape), *words, threshold, rate)
+
+
 # The engine's one dispatch point. Each path computes the same integer
 # function, so all give the same bits; tests/test_engine.py compares each with
-# the NumPy reference and with `_flat_keep` itself.
+# the NumPy reference and with `_flat_keep` / `apply_keep` themselves.
 # - TensorFlow: `fit()` runs plain (non-XLA) graphs by default, where each
 #   int32 op is a separate kernel: the same keras.ops code in an inner
 #   `jit_compile=True` function is XLA-fused even there, and inlines into an
 #   outer XLA graph.
 # - JAX: eager calls dispatch op by op; `jax.jit` fuses them, and inlines
 #   under an outer jit.
-# - torch: eager keras.ops allocate a fresh tensor per op, and the allocator's
+# - torch eager: keras.ops allocate a fresh tensor per op, and the allocator's
 #   page faults dominate; the same steps in place on one buffer are about 5x
-#   faster. (torch.compile would fuse them, but takes tens of seconds per
-#   shape on first use.)
+#   faster. Applying a random bool mask costs more than drawing it there
+#   (`torch.where`'s CPU kernel branches per element, and comparing into
+#   bool is slow too), so `drop` ANDs the bits of `x * scale` with int words
+#   instead. Under torch.compile, the plain keras.ops path is traced and
+#   fused by Inductor.
 _COMPILED = {}
 _use_compiled_path = True
 
 
-def _dispatch(size, seed, counter, offset, threshold):
+def _path():
+    """Which implementation runs: "plain", "xla" (TF, JAX) or "torch"."""
     backend = keras.backend.backend()
     if not _use_compiled_path or backend not in ("tensorflow", "jax", "torch"):
-        return _flat_keep(size, seed, counter, offset, threshold)
+        return "plain"
     if backend == "torch":
-        return _torch_flat_keep(size, seed, counter, offset, threshold)
+        import torch
+
+        return "plain" if torch.compiler.is_compiling() else "torch"
+    return "xla"
+
+
+def _dispatch(size, seed, counter, offset, threshold):
+    """The keep mask of elements 0..size-1 (a flat bool tensor)."""
+    path = _path()
+    if path == "plain":
+        return _flat_keep(size, seed, counter, offset, threshold)
+    if path == "torch":
+        import torch
+
+        return _torch_keep(size, seed, counter, offset, threshold, torch.bool)
+    backend = keras.backend.backend()
     if backend not in _COMPILED:
         if backend == "tensorflow":
             import tensorflow as tf
@@ -422,6 +470,14 @@ def _dispatch(size, seed, counter, offset, threshold):
     return _COMPILED[backend](size, seed, counter, offset, threshold)
 
 
+def _dispatch_drop(x, shape, size, seed, counter, offset, threshold, rate):
+    """`drop` for `rate < 1`, through the same dispatch."""
+    if _path() == "torch" and str(x.dtype).split(".")[-1] in _TORCH_BITS:
+        return _torch_drop(x, shape, size, seed, counter, offset, threshold, rate)
+    keep = ops.reshape(_dispatch(size, seed, counter, offset, threshold), shape)
+    return apply_keep(x, keep, rate)
+
+
 def snapshot(value):
     """The current value of `value` (e.g. a step-counter variable), as a tensor
     that later assignments to the variable cannot change.
@@ -435,43 +491,126 @@ def snapshot(value):
     """
     if keras.backend.backend() != "torch":
         return ops.copy(value)
-    if "torch_snapshot" not in _COMPILED:
-        import torch
-
-        @torch.library.custom_op("keras_dropout_variants::snapshot", mutates_args=())
-        def torch_snapshot(x: torch.Tensor) -> torch.Tensor:
-            return x.clone()
-
-        @torch_snapshot.register_fake
-        def _(x):
-            return torch.empty_like(x)
-
-        _COMPILED["torch_snapshot"] = torch_snapshot
-    return _COMPILED["torch_snapshot"](ops.convert_to_tensor(value))
-
-
-def _torch_flat_keep(size, seed, counter, offset, threshold):
-    """`_flat_keep` with in-place torch ops on one int32 buffer."""
     import torch
 
-    k0, k1 = _key(seed, counter)
-    base = _as_word(_add_words(k0, offset))
-    k1 = _as_word(k1)
-    h = torch.arange(size, dtype=torch.int32, device=base.device)
-    tmp = torch.empty_like(h)
+    if not torch.compiler.is_compiling():  # eager autograd recomputes nothing
+        return ops.copy(value)
+    return _torch_snapshot(ops.convert_to_tensor(value))
 
+
+def _torch_mix_(h, tmp):
+    """`_mix` in place on the int32 tensor `h`, with `tmp` as scratch."""
     def xorshift(k):  # h ^= h >> k, logical
         torch.bitwise_right_shift(h, k, out=tmp)
         h.bitwise_xor_(tmp.bitwise_and_((1 << (32 - k)) - 1))
 
-    h.add_(base)
     xorshift(16)
     h.mul_(_i32(_MIX_M1))
     xorshift(15)
     h.mul_(_i32(_MIX_M2))
     xorshift(16)
-    h.bitwise_xor_(k1)
-    h.mul_(_i32(_ELEM_M3))
-    xorshift(15)
-    h.mul_(_i32(_ELEM_M4))
-    return torch.lt(h, _i32(threshold - (1 << 31)))
+    return h
+
+
+def _torch_key(seed, counter):
+    """`_key` with raw torch ops: keras.ops' per-call overhead on these 0-d
+    tensors cost more than hashing a 784x512 mask. A counter on the CPU is
+    read (no device sync) and the key computed in Python."""
+    if isinstance(counter, torch.Tensor) and counter.device.type == "cpu":
+        counter = int(counter) % _U32
+    if isinstance(counter, int):
+        return _key_py(seed, counter)
+    b = counter.bitwise_xor(_i32(_seed_word(seed)))
+    tmp = b.new_empty(())
+    a = _torch_mix_(b.add(_i32(_ROUND_C[1])), tmp).bitwise_xor_(_i32(seed))
+    b = b.bitwise_xor_(_torch_mix_(a.add(_i32(_ROUND_C[2])), tmp))
+    return a, b
+
+
+# Masks are hashed in chunks of at most 2**20 elements, in int32 scratch
+# buffers kept per (device, thread): fresh multi-MiB CPU tensors come from
+# mmap, and their page faults cost more than the arithmetic. 12 MiB each.
+_TORCH_CHUNK = 1 << 20
+_TORCH_SCRATCH = {}
+
+
+def _torch_scratch(device):
+    """(indices 0..chunk-1, h, tmp) for this device and thread."""
+    key = (device, threading.get_ident())
+    if key not in _TORCH_SCRATCH:
+        indices = torch.arange(_TORCH_CHUNK, dtype=torch.int32, device=device)
+        _TORCH_SCRATCH[key] = (indices, torch.empty_like(indices), torch.empty_like(indices))
+    return _TORCH_SCRATCH[key]
+
+
+def _torch_keep(size, seed, counter, offset, threshold, dtype):
+    """The keep decision of elements 0..size-1 (`_flat_keep`) as a new flat
+    tensor of `dtype`: bool, or int32 1 (keep) / 0 (drop)."""
+    k0, k1 = _torch_key(seed, counter)
+    base = _add_words(k0, offset)
+    tensors = [w for w in (base, k1) if isinstance(w, torch.Tensor)]
+    device = tensors[0].device if tensors else _const(0).device  # Keras' device
+    k1 = _i32(k1) if isinstance(k1, int) else k1
+    indices, h, tmp = _torch_scratch(device)
+    out = torch.empty(size, dtype=dtype, device=device)
+    for start in range(0, size, _TORCH_CHUNK):
+        n = min(_TORCH_CHUNK, size - start)
+        hn, tn = h[:n], tmp[:n]
+        if isinstance(base, int):
+            torch.add(indices[:n], _i32(base + start), out=hn)
+        else:
+            torch.add(indices[:n], base, out=hn).add_(_i32(start))
+        _torch_mix_(hn, tn)
+        hn.bitwise_xor_(k1)
+        hn.mul_(_i32(_ELEM_M3))
+        torch.bitwise_right_shift(hn, 15, out=tn)
+        hn.bitwise_xor_(tn.bitwise_and_((1 << 17) - 1))
+        hn.mul_(_i32(_ELEM_M4))
+        torch.lt(hn, _i32(threshold - (1 << 31)), out=out[start:start + n])
+    return out
+
+
+# The signed integer dtype of each float dtype's size, to mask its bits.
+_TORCH_BITS = {"float16": "int16", "bfloat16": "int16", "float32": "int32", "float64": "int64"}
+
+
+def _torch_drop(x, shape, size, seed, counter, offset, threshold, rate):
+    """`drop` on eager torch: int words (-1 keep, 0 drop) ANDed with the bits
+    of `x * scale`, so a dropped element is +0.0 whatever `x` held. A custom
+    autograd function saves the words for the backward pass, which masks the
+    upstream gradient the same way."""
+    words = _torch_keep(size, seed, counter, offset, threshold, torch.int32)
+    words = words.neg_().reshape(shape)
+    scale = torch.tensor(1.0 / (1.0 - rate), dtype=x.dtype, device=x.device)
+    return _TorchDrop.apply(x, words, scale)
+
+
+if keras.backend.backend() == "torch":
+    # Defined at import: defining a custom op inside a compiled region would
+    # break dynamo's graph.
+    import torch
+
+    def _torch_and_(v, words):
+        """v's bits AND `words` (broadcast), in place: 0 bits are +0.0."""
+        bits = getattr(torch, _TORCH_BITS[str(v.dtype).split(".")[-1]])
+        v.view(bits).bitwise_and_(words.to(bits))
+        return v
+
+    class _TorchDrop(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, words, scale):
+            ctx.save_for_backward(words, scale)
+            return _torch_and_(torch.mul(x, scale), words)
+
+        @staticmethod
+        def backward(ctx, upstream):
+            words, scale = ctx.saved_tensors
+            return _torch_and_(torch.mul(upstream, scale), words), None, None
+
+    @torch.library.custom_op("keras_dropout_variants::snapshot", mutates_args=())
+    def _torch_snapshot(x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @_torch_snapshot.register_fake
+    def _(x):
+        return torch.empty_like(x)

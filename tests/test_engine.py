@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import BACKEND, compiled, to_np
+from conftest import BACKEND, compiled, gradient, skip_unless_dtype_available, to_np
 from keras_dropout_variants import random as kr
 
 
@@ -271,6 +271,39 @@ def test_compiled_dispatch_path_gives_the_bits_of_the_plain_path(monkeypatch, co
     np.testing.assert_array_equal(fast, plain)
     np.testing.assert_array_equal(fast_tensor, plain)
     np.testing.assert_array_equal(plain, reference.keep_mask(*args))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("mask_shape", [(6, 5, 40), (6, 1, 40)])
+def test_dispatched_drop_gives_the_bits_of_apply_keep(monkeypatch, dtype, mask_shape):
+    # `drop` goes through the dispatch point (on eager torch, a bitwise AND
+    # with int words and its own backward); it must give the bits of
+    # `apply_keep(x, keep_mask(...))`, in the output and in the gradient, for
+    # NaN, inf and signed zeros too.
+    skip_unless_dtype_available(dtype)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 5, 40)).astype("float32")
+    x.flat[::7], x.flat[1::7], x.flat[2::7], x.flat[3::7] = np.nan, np.inf, -np.inf, -0.0
+    weight = rng.normal(size=x.shape).astype("float32")
+
+    def drop(v):
+        return kr.drop(keras.ops.cast(v, dtype), mask_shape, 0.3, seed=4, counter=7)
+
+    def bits(v):  # exact: every dtype here widens to float64 losslessly
+        return to_np(keras.ops.cast(v, "float64")).view(np.uint64)
+
+    def grad():  # upstream = weight cast to `dtype`, through the cast back
+        return bits(gradient(lambda v: keras.ops.cast(drop(v), "float32"), np.nan_to_num(x), weight))
+
+    fast = bits(drop(x)), grad()
+    monkeypatch.setattr(kr, "_use_compiled_path", False)
+    plain_y = drop(x)
+    plain = bits(plain_y), grad()
+    np.testing.assert_array_equal(fast[0], plain[0])
+    np.testing.assert_array_equal(fast[1], plain[1])
+    keep = np.broadcast_to(reference.keep_mask(mask_shape, 0.3, 4, 7), x.shape)
+    assert (to_np(keras.ops.cast(plain_y, "float32"))[~keep] == 0).all()
+    assert not np.signbit(to_np(keras.ops.cast(plain_y, "float32"))[~keep]).any()
 
 
 def test_snapshot_keeps_its_value_after_the_variable_is_assigned():
