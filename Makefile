@@ -1,8 +1,9 @@
-# Two entry points, both building their own virtual environment from scratch
+# Entry points, each building their own virtual environment from scratch
 # with the pinned versions in constraints.txt:
 #   make example   runs examples/regularization.py in full: MLPs with and
 #                  without our dropout layers (BACKEND=torch for another backend)
 #   make test      runs the test suite once per Keras backend
+#   make bench     times dropout ops and fit() steps, ours vs each backend's own
 PYTHON ?= python3
 VENV ?= .venv
 BACKEND ?= jax
@@ -25,6 +26,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/fit.py
 
 clean:
 	rm -rf $(VENV)

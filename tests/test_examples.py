@@ -60,6 +60,10 @@ def run_example(name, *args):
 
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_example_quick_run(name, tmp_path):
+    if name == "reproducibility.py" and BACKEND != INSTALLED[0]:
+        # It starts one subprocess per installed backend itself, whatever
+        # KERAS_BACKEND is: once per matrix run is enough.
+        pytest.skip(f"runs every backend itself; checked in the {INSTALLED[0]} leg")
     out = tmp_path / "x.png"
     result = run_example(name, "--quick", "--out", str(out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

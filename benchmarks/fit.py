@@ -1,0 +1,150 @@
+"""`fit()` step time of an MLP with our layers vs Keras' own, side by side.
+
+    python benchmarks/fit.py [--backends jax torch] [--rounds 8] [--steps 10]
+
+A Sequential 784-1024-1024-10 MLP (ReLU, Adam, batch 256) in each backend's
+default `fit()` mode (TF graph, `jax.jit`, torch eager), one subprocess per
+backend. Pairs, each measured against its baseline in the same process:
+- `keras.layers.Dropout(0.5)` after each hidden layer vs our `Dropout(0.5)`
+  (and `SeededDropout(0.5)`);
+- plain `Dense` hidden layers vs `DropConnectDense(rate=0.5)` with one kernel
+  mask per step (the default `mask_per="batch"`).
+The models run in interleaved rounds (`--steps` steps of each in turn) so
+that a machine whose speed drifts slows every model alike; each figure is
+the median step time over all rounds, from `on_train_batch_begin` to `_end`.
+Prints the medians and the ratios; `--json` writes them too.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+BACKENDS = ("tensorflow", "jax", "torch")
+# (variant, baseline it is compared with)
+VARIANTS = (
+    ("keras.Dropout", None),
+    ("Dropout", "keras.Dropout"),
+    ("SeededDropout", "keras.Dropout"),
+    ("Dense", None),
+    ("DropConnectDense", "Dense"),
+)
+UNITS, BATCH = 1024, 256
+
+
+class StepTimer:
+    """Wall time of each training step of `fit()`, as a Keras callback."""
+
+    def __init__(self):
+        import keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                timer.times.append(time.perf_counter() - self.start)
+
+        self.times = []
+        self.callback = Callback()
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def build(variant, seed):
+    import keras
+
+    import keras_dropout_variants as kdv
+
+    def block(i):
+        if variant == "DropConnectDense":
+            return [kdv.DropConnectDense(UNITS, rate=0.5, activation="relu", seed=seed + i)]
+        dense = keras.layers.Dense(UNITS, activation="relu")
+        if variant == "Dense":
+            return [dense]
+        dropout = {
+            "keras.Dropout": lambda: keras.layers.Dropout(0.5, seed=seed + i),
+            "Dropout": lambda: kdv.Dropout(0.5, seed=seed + i),
+            "SeededDropout": lambda: kdv.SeededDropout(0.5, seed=seed + i),
+        }[variant]()
+        return [dense, dropout]
+
+    layers = [keras.Input((784,))] + block(0) + block(1) + [keras.layers.Dense(10)]
+    model = keras.Sequential(layers)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def worker(backend, rounds, steps):
+    os.environ["KERAS_BACKEND"] = backend
+    import numpy as np
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH * steps, 784)).astype("float32")
+    y = rng.integers(0, 10, size=(len(x),))
+    models = {name: build(name, seed=1) for name, _ in VARIANTS}
+    timers = {name: StepTimer() for name in models}
+    for model in models.values():  # warm-up: tracing, compilation, allocations
+        model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0)
+    for _ in range(rounds):
+        for name, model in models.items():
+            model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[timers[name].callback])
+    ms = {name: median(t.times) * 1e3 for name, t in timers.items()}
+    for name, baseline in VARIANTS:
+        row = {"backend": backend, "variant": name, "ms": ms[name]}
+        if baseline:
+            row.update(baseline=baseline, ratio=ms[name] / ms[baseline])
+        print(json.dumps(row), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="steps of each model per round")
+    parser.add_argument("--json", default=os.path.join("benchmarks", "results", "fit.json"))
+    parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.rounds, args.steps)
+        return
+
+    print(
+        f"fit() step, 784-{UNITS}-{UNITS}-10 MLP, batch {BATCH}, median of "
+        f"{args.rounds} x {args.steps} steps; {platform.machine()}, {os.cpu_count()} cores"
+    )
+    print(f"{'backend':<12}{'variant':<18}{'step ms':>9}  ratio")
+    rows = []
+    for backend in args.backends:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", backend,
+             "--rounds", str(args.rounds), "--steps", str(args.steps)],
+            capture_output=True, text=True,
+        )
+        if proc.returncode:
+            print(f"{backend}: worker failed\n{proc.stderr[-3000:]}")
+            continue
+        for line in proc.stdout.splitlines():
+            if not line.startswith("{"):
+                continue
+            r = json.loads(line)
+            rows.append(r)
+            ratio = f"{r['ratio']:.2f} x {r['baseline']}" if "ratio" in r else ""
+            print(f"{backend:<12}{r['variant']:<18}{r['ms']:9.2f}  {ratio}", flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"rounds": args.rounds, "steps": args.steps, "rows": rows}, f, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
