@@ -22,26 +22,10 @@ import json
 import os
 import subprocess
 import sys
-import time
+
+from fit import StepTimer  # (benchmarks/ is on the path of a script in it)
 
 BACKENDS = ("tensorflow", "jax", "torch")
-
-
-class StepTimer:
-    def __init__(self):
-        import keras
-
-        class Callback(keras.callbacks.Callback):
-            def on_train_batch_begin(cb, batch, logs=None):
-                cb.start = time.perf_counter()
-
-            def on_train_batch_end(cb, batch, logs=None):
-                self.times.append(time.perf_counter() - cb.start)
-
-        self.times = []
-        self.callback = Callback()
-
-
 VARIANTS = ("dense", "batch", "example")
 
 
