@@ -500,6 +500,10 @@ def snapshot(value):
     return _torch_snapshot(ops.convert_to_tensor(value))
 
 
+# torch-only helpers, for the dispatch above; `torch` is imported at the end
+# of this module when Keras runs on torch.
+
+
 def _torch_mix_(h, tmp):
     """`_mix` in place on the int32 tensor `h`, with `tmp` as scratch."""
     def xorshift(k):  # h ^= h >> k, logical
