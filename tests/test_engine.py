@@ -306,6 +306,38 @@ def test_dispatched_drop_gives_the_bits_of_apply_keep(monkeypatch, dtype, mask_s
     assert not np.signbit(to_np(keras.ops.cast(plain_y, "float32"))[~keep]).any()
 
 
+@pytest.mark.parametrize("mask_shape", [(6, 5, 40), (6, 1, 40)])
+def test_drop_under_torch_compile_gives_the_eager_bits(mask_shape):
+    # Under torch.compile, `drop` saves the key, not the mask, and redraws the
+    # mask in the backward pass: outputs and gradients must keep the bits of
+    # eager mode, in one graph (fullgraph: no break around the Function).
+    if keras.backend.backend() != "torch":
+        pytest.skip("the torch.compile path of the dispatch")
+    import torch
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 5, 40)).astype("float32")
+    x.flat[::7], x.flat[1::7], x.flat[2::7] = np.nan, np.inf, -0.0
+    weight = torch.tensor(rng.normal(size=x.shape).astype("float32"))
+
+    def step(v, counter):
+        y = kr.drop(v, mask_shape, 0.3, seed=4, counter=counter)
+        return y, (y * weight).sum()
+
+    def run(fn):
+        v = torch.tensor(x, requires_grad=True)
+        y, loss = fn(v, torch.tensor(7, dtype=torch.int32))
+        loss.backward()
+        return [t.detach().numpy().view(np.uint32) for t in (y, v.grad)]
+
+    eager = run(step)
+    compiled = run(torch.compile(step, fullgraph=True))
+    np.testing.assert_array_equal(compiled[0], eager[0])
+    np.testing.assert_array_equal(compiled[1], eager[1])
+    keep = np.broadcast_to(reference.keep_mask(mask_shape, 0.3, 4, 7), x.shape)
+    assert (eager[1][~keep] == 0).all() and (eager[1][keep] != 0).all()
+
+
 def test_snapshot_keeps_its_value_after_the_variable_is_assigned():
     counter = keras.Variable(3, dtype="int32", trainable=False)
     value = kr.snapshot(counter)
