@@ -1,10 +1,13 @@
 """`fit()` step time of an MLP with our layers vs Keras' own, side by side.
 
     python benchmarks/fit.py [--backends jax torch] [--rounds 8] [--steps 10]
+                             [--batch 256] [--torch-compile]
 
 A Sequential 784-1024-1024-10 MLP (ReLU, Adam, batch 256) in each backend's
 default `fit()` mode (TF graph, `jax.jit`, torch eager), one subprocess per
-backend. Pairs, each measured against its baseline in the same process:
+backend; `--torch-compile` adds torch with `jit_compile=True` (torch.compile),
+whose models compile in the warm-up. Pairs, each measured against its
+baseline in the same process:
 - `keras.layers.Dropout(0.5)` after each hidden layer vs our `Dropout(0.5)`
   (and `SeededDropout(0.5)`);
 - plain `Dense` hidden layers vs `DropConnectDense(rate=0.5)` with one kernel
@@ -32,7 +35,7 @@ VARIANTS = (
     ("Dense", None),
     ("DropConnectDense", "Dense"),
 )
-UNITS, BATCH = 1024, 256
+UNITS = 1024
 
 
 class StepTimer:
@@ -59,7 +62,7 @@ def median(values):
     return values[len(values) // 2]
 
 
-def build(variant, seed):
+def build(variant, seed, jit_compile="auto"):
     import keras
 
     import keras_dropout_variants as kdv
@@ -79,28 +82,38 @@ def build(variant, seed):
 
     layers = [keras.Input((784,))] + block(0) + block(1) + [keras.layers.Dense(10)]
     model = keras.Sequential(layers)
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        "adam",
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
     return model
 
 
-def worker(backend, rounds, steps):
+def worker(backend, rounds, steps, batch, jit_compile):
     os.environ["KERAS_BACKEND"] = backend
     import numpy as np
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(BATCH * steps, 784)).astype("float32")
+    x = rng.normal(size=(batch * steps, 784)).astype("float32")
     y = rng.integers(0, 10, size=(len(x),))
-    models = {name: build(name, seed=1) for name, _ in VARIANTS}
+    if jit_compile:  # five models' layers in one process: one compile each
+        import torch
+
+        torch._dynamo.config.recompile_limit = 64
+        torch._dynamo.config.accumulated_recompile_limit = 1024
+    models = {name: build(name, 1, True if jit_compile else "auto") for name, _ in VARIANTS}
+    mode = f"{backend}.compile" if jit_compile else backend
     timers = {name: StepTimer() for name in models}
     for model in models.values():  # warm-up: tracing, compilation, allocations
-        model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0)
+        model.fit(x, y, batch_size=batch, epochs=2, verbose=0)
     for _ in range(rounds):
         for name, model in models.items():
-            model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[timers[name].callback])
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[timers[name].callback])
     ms = {name: median(t.times) * 1e3 for name, t in timers.items()}
     for name, baseline in VARIANTS:
-        row = {"backend": backend, "variant": name, "ms": ms[name]}
+        row = {"backend": mode, "variant": name, "ms": ms[name]}
         if baseline:
             row.update(baseline=baseline, ratio=ms[name] / ms[baseline])
         print(json.dumps(row), flush=True)
@@ -111,23 +124,29 @@ def main():
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="steps of each model per round")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--json", default=os.path.join("benchmarks", "results", "fit.json"))
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.rounds, args.steps)
+        worker(args.worker, args.rounds, args.steps, args.batch, args.jit)
         return
 
     print(
-        f"fit() step, 784-{UNITS}-{UNITS}-10 MLP, batch {BATCH}, median of "
+        f"fit() step, 784-{UNITS}-{UNITS}-10 MLP, batch {args.batch}, median of "
         f"{args.rounds} x {args.steps} steps; {platform.machine()}, {os.cpu_count()} cores"
     )
-    print(f"{'backend':<12}{'variant':<18}{'step ms':>9}  ratio")
+    print(f"{'backend':<15}{'variant':<18}{'step ms':>9}  ratio")
     rows = []
-    for backend in args.backends:
+    runs = [(b, False) for b in args.backends]
+    if args.torch_compile and "torch" in args.backends:
+        runs.append(("torch", True))
+    for backend, jit in runs:
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", backend,
-             "--rounds", str(args.rounds), "--steps", str(args.steps)],
+            [sys.executable, __file__, "--worker", backend, "--rounds", str(args.rounds),
+             "--steps", str(args.steps), "--batch", str(args.batch)] + ["--jit"] * jit,
             capture_output=True, text=True,
         )
         if proc.returncode:
@@ -139,10 +158,13 @@ def main():
             r = json.loads(line)
             rows.append(r)
             ratio = f"{r['ratio']:.2f} x {r['baseline']}" if "ratio" in r else ""
-            print(f"{backend:<12}{r['variant']:<18}{r['ms']:9.2f}  {ratio}", flush=True)
+            print(f"{r['backend']:<15}{r['variant']:<18}{r['ms']:9.2f}  {ratio}", flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"rounds": args.rounds, "steps": args.steps, "rows": rows}, f, indent=1)
+        json.dump(
+            {"rounds": args.rounds, "steps": args.steps, "batch": args.batch, "rows": rows},
+            f, indent=1,
+        )
     print(f"wrote {args.json}")
 
 

@@ -612,6 +612,7 @@ if keras.backend.backend() == "torch":
     # break dynamo's graph.
     import torch
 
+    @torch.compiler.disable  # see `_torch_keep` below
     def _torch_masked_scale(v, words, scale):
         """`v * scale` ANDed with the int8 `words` (-1 or 0) sign-extended to
         v's width. Mixed-width in-place ops would convert `words` into a
@@ -643,6 +644,14 @@ if keras.backend.backend() == "torch":
         def backward(ctx, upstream):
             words, scale = ctx.saved_tensors
             return _torch_masked_scale(upstream, words, scale), None, None
+
+    # Never traced: the dispatch keeps the eager path out of torch.compile
+    # graphs, but when a compiled region falls back to eager (a graph break,
+    # the recompile limit), dynamo tries each frame it then runs, the
+    # backward of `_TorchDrop` too, and their in-place int views of float
+    # tensors fail in AOTAutograd.
+    _torch_keep = torch.compiler.disable(_torch_keep)
+    _torch_drop = torch.compiler.disable(_torch_drop)
 
     class _TorchRedrawDrop(torch.autograd.Function):
         """`drop` under torch.compile: saves the two key words, not the mask,

@@ -338,6 +338,25 @@ def test_drop_under_torch_compile_gives_the_eager_bits(mask_shape):
     assert (eager[1][~keep] == 0).all() and (eager[1][keep] != 0).all()
 
 
+def test_eager_torch_path_is_never_traced_by_dynamo():
+    # When a compiled region falls back to eager (graph break, recompile
+    # limit), dynamo tries every frame it runs, the eager path's too; their
+    # int views of float tensors would fail in AOTAutograd (seen in a
+    # compiled fit() of five models in one process).
+    if keras.backend.backend() != "torch":
+        pytest.skip("the eager torch path of the dispatch")
+    import torch
+
+    x = torch.tensor(np.random.default_rng(6).normal(size=(8, 40)).astype("float32"))
+    words = torch.tensor(reference.keep_mask((8, 40), 0.3, 4, 7).astype(np.int8)).neg_()
+    scale = torch.tensor(1 / 0.7)
+    args = (x, (8, 40), 320, 4, 7, 0, kr.keep_threshold(0.3), 0.3)
+    for fn, fn_args in ((kr._torch_masked_scale, (x, words, scale)), (kr._torch_drop, args)):
+        eager = fn(*fn_args)
+        compiled = torch.compile(lambda *a: fn(*a) * 1.0)(*fn_args)  # dynamo meets fn
+        np.testing.assert_array_equal(compiled.numpy().view(np.uint32), eager.numpy().view(np.uint32))
+
+
 def test_snapshot_keeps_its_value_after_the_variable_is_assigned():
     counter = keras.Variable(3, dtype="int32", trainable=False)
     value = kr.snapshot(counter)
