@@ -342,16 +342,21 @@ def keep_mask(shape, rate, seed, counter=0, offset=0):
     >>> tuple(m.shape)
     (2, 3)
     """
-    threshold = keep_threshold(rate)
-    shape = _check_shape(shape)
+    shape, threshold, words = _mask_arguments(shape, rate, seed, counter, offset)
     if threshold >= _U32:
         return ops.ones(shape, dtype="bool")
+    return ops.reshape(_dispatch(_size(shape), *words, threshold), shape)
+
+
+def _mask_arguments(shape, rate, seed, counter, offset):
+    """Checked `(shape, threshold, (seed, counter, offset))` of a mask."""
+    threshold = keep_threshold(rate)
     words = (
         check_seed(seed),
         check_word(counter, "counter"),
         check_word(offset, "offset"),
     )
-    return ops.reshape(_dispatch(_size(shape), *words, threshold), shape)
+    return _check_shape(shape), threshold, words
 
 
 def normal(shape, seed, counter=0, offset=0, dtype="float32"):
@@ -405,13 +410,7 @@ def drop(x, mask_shape, rate, seed, counter=0, offset=0):
     Arguments as in `keep_mask`, with `0 <= rate < 1`. `ops.dropout` runs
     this, so that a backend may fuse drawing and applying the mask.
     """
-    threshold = keep_threshold(rate)
-    shape = _check_shape(mask_shape)
-    words = (
-        check_seed(seed),
-        check_word(counter, "counter"),
-        check_word(offset, "offset"),
-    )
+    shape, threshold, words = _mask_arguments(mask_shape, rate, seed, counter, offset)
     if threshold >= _U32:
         return apply_keep(x, ops.ones(shape, dtype="bool"), rate)
     return _dispatch_drop(x, shape, _size(shape), *words, threshold, rate)
@@ -518,18 +517,19 @@ def snapshot(value):
 # of this module when Keras runs on torch.
 
 
+def _torch_xorshift_(h, tmp, k):
+    """`h ^= h >> k` (logical) in place on the int32 tensor `h`."""
+    torch.bitwise_right_shift(h, k, out=tmp)
+    return h.bitwise_xor_(tmp.bitwise_and_((1 << (32 - k)) - 1))
+
+
 def _torch_mix_(h, tmp):
     """`_mix` in place on the int32 tensor `h`, with `tmp` as scratch."""
-    def xorshift(k):  # h ^= h >> k, logical
-        torch.bitwise_right_shift(h, k, out=tmp)
-        h.bitwise_xor_(tmp.bitwise_and_((1 << (32 - k)) - 1))
-
-    xorshift(16)
+    _torch_xorshift_(h, tmp, 16)
     h.mul_(_i32(_MIX_M1))
-    xorshift(15)
+    _torch_xorshift_(h, tmp, 15)
     h.mul_(_i32(_MIX_M2))
-    xorshift(16)
-    return h
+    return _torch_xorshift_(h, tmp, 16)
 
 
 def _torch_key(seed, counter):
@@ -583,9 +583,7 @@ def _torch_keep(size, seed, counter, offset, threshold, dtype):
         _torch_mix_(hn, tn)
         hn.bitwise_xor_(k1)
         hn.mul_(_i32(_ELEM_M3))
-        torch.bitwise_right_shift(hn, 15, out=tn)
-        hn.bitwise_xor_(tn.bitwise_and_((1 << 17) - 1))
-        hn.mul_(_i32(_ELEM_M4))
+        _torch_xorshift_(hn, tn, 15).mul_(_i32(_ELEM_M4))
         # Comparing into int32 and converting is faster than into bool.
         torch.lt(hn, _i32(threshold - (1 << 31)), out=tn)
         out[start:start + n].copy_(tn)
