@@ -3,11 +3,11 @@
     python benchmarks/fit.py [--backends jax torch] [--rounds 8] [--steps 10]
                              [--batch 256] [--torch-compile]
 
-A Sequential 784-1024-1024-10 MLP (ReLU, Adam, batch 256) in each backend's
-default `fit()` mode (TF graph, `jax.jit`, torch eager), one subprocess per
-backend; `--torch-compile` adds torch with `jit_compile=True` (torch.compile),
-whose models compile in the warm-up. Pairs, each measured against its
-baseline in the same process:
+A Sequential 784-1024-1024-10 MLP (ReLU, Adam, batch 256 unless `--batch`)
+in each backend's default `fit()` mode (TF graph, `jax.jit`, torch eager),
+one subprocess per backend; `--torch-compile` adds torch with
+`jit_compile=True` (torch.compile), whose models compile in the warm-up.
+Pairs, each measured against its baseline in the same process:
 - `keras.layers.Dropout(0.5)` after each hidden layer vs our `Dropout(0.5)`
   (and `SeededDropout(0.5)`);
 - plain `Dense` hidden layers vs `DropConnectDense(rate=0.5)` with one kernel
