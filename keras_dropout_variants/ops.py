@@ -286,12 +286,18 @@ def _drop_connect_per_example(
         rows = ops.concatenate([rows, zeros], axis=0)
     chunks = ops.reshape(rows, (n, c, -1, in_dim + 1))
 
+    shape = (c, in_dim + 1, units)
+
     def chunk_mask(i):  # Keep masks of chunk i: blocks i*c .. i*c + c - 1.
         offset = _random.block_offset(i, c * block)
-        return _random.keep_mask((c, in_dim + 1, units), rate, seed, counter, offset)
+        return _random.keep_mask(shape, rate, seed, counter, offset)
 
     def kernels(kernel_ext, keep):  # Each example's dropped extended kernel.
-        return _random.apply_keep(ops.broadcast_to(kernel_ext, (c, in_dim + 1, units)), keep, rate)
+        return _random.apply_keep(ops.broadcast_to(kernel_ext, shape), keep, rate)
+
+    def dropped_kernels(kernel_ext, i):  # The same, drawn and applied by `drop`.
+        offset = _random.block_offset(i, c * block)
+        return _random.drop(ops.broadcast_to(kernel_ext, shape), shape, rate, seed, counter, offset)
 
     def loop(body, init):
         return ops.fori_loop(0, n, body, init)
@@ -299,7 +305,7 @@ def _drop_connect_per_example(
     @ops.custom_gradient
     def product(chunks, kernel_ext):
         def forward(i, out):
-            y = ops.matmul(chunks[i], kernels(kernel_ext, chunk_mask(i)))
+            y = ops.matmul(chunks[i], dropped_kernels(kernel_ext, i))
             return ops.slice_update(out, (i, 0, 0, 0), y[None])
 
         out = loop(forward, ops.zeros((n, c, ops.shape(chunks)[2], units), x.dtype))
