@@ -288,16 +288,18 @@ def _drop_connect_per_example(
 
     shape = (c, in_dim + 1, units)
 
-    def chunk_mask(i):  # Keep masks of chunk i: blocks i*c .. i*c + c - 1.
-        offset = _random.block_offset(i, c * block)
-        return _random.keep_mask(shape, rate, seed, counter, offset)
+    def chunk_offset(i):  # Chunk i holds the blocks i*c .. i*c + c - 1.
+        return _random.block_offset(i, c * block)
+
+    def chunk_mask(i):  # Keep masks of chunk i.
+        return _random.keep_mask(shape, rate, seed, counter, chunk_offset(i))
 
     def kernels(kernel_ext, keep):  # Each example's dropped extended kernel.
         return _random.apply_keep(ops.broadcast_to(kernel_ext, shape), keep, rate)
 
     def dropped_kernels(kernel_ext, i):  # The same, drawn and applied by `drop`.
-        offset = _random.block_offset(i, c * block)
-        return _random.drop(ops.broadcast_to(kernel_ext, shape), shape, rate, seed, counter, offset)
+        kernels = ops.broadcast_to(kernel_ext, shape)
+        return _random.drop(kernels, shape, rate, seed, counter, chunk_offset(i))
 
     def loop(body, init):
         return ops.fori_loop(0, n, body, init)

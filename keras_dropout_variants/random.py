@@ -298,8 +298,7 @@ def random_bits(shape, seed, counter=0, offset=0):
     seed = check_seed(seed)
     counter = check_word(counter, "counter")
     offset = check_word(offset, "offset")
-    k0, k1 = _key(seed, counter)
-    h = _element_hash(_size(shape), _add_words(k0, offset), k1)
+    h = _element_hash(_size(shape), *_stream_key(seed, counter, offset))
     return ops.reshape(h, shape)
 
 
@@ -385,10 +384,15 @@ def normal(shape, seed, counter=0, offset=0, dtype="float32"):
     return ops.cast(z, dtype)
 
 
+def _stream_key(seed, counter, offset):
+    """`(base, k1)` of `_element_hash`: base = k0 + offset."""
+    k0, k1 = _key(seed, counter)
+    return _add_words(k0, offset), k1
+
+
 def _flat_keep(size, seed, counter, offset, threshold):
     """The keep decision of elements 0..size-1 (pure keras.ops)."""
-    k0, k1 = _key(seed, counter)
-    return _keep_from_key(size, _add_words(k0, offset), k1, threshold)
+    return _keep_from_key(size, *_stream_key(seed, counter, offset), threshold)
 
 
 def _keep_from_key(size, base, k1, threshold):
@@ -486,8 +490,7 @@ def _dispatch_drop(x, shape, size, seed, counter, offset, threshold, rate):
     if path == "torch" and str(x.dtype).split(".")[-1] in _TORCH_BITS:
         return _torch_drop(x, shape, size, seed, counter, offset, threshold, rate)
     if path == "torch-compiling":
-        k0, k1 = _key(seed, counter)
-        base, k1 = _as_word(_add_words(k0, offset)), _as_word(k1)
+        base, k1 = (_as_word(w) for w in _stream_key(seed, counter, offset))
         return _TorchRedrawDrop.apply(x, base, k1, tuple(shape), size, threshold, rate)
     keep = ops.reshape(_dispatch(size, seed, counter, offset, threshold), shape)
     return apply_keep(x, keep, rate)
@@ -656,20 +659,22 @@ if keras.backend.backend() == "torch":
         and redraws the mask in the backward pass."""
 
         @staticmethod
+        def masked(v, base, k1, shape, size, threshold, rate):
+            keep = ops.reshape(_keep_from_key(size, base, k1, threshold), shape)
+            return apply_keep(v, keep, rate)
+
+        @staticmethod
         def forward(ctx, x, base, k1, shape, size, threshold, rate):
             # Opaque copies: the backward's mask is then not the forward's
             # (common subexpression), which the partitioner would save.
             ctx.save_for_backward(_torch_snapshot(base), _torch_snapshot(k1))
             ctx.params = (shape, size, threshold, rate)
-            keep = ops.reshape(_keep_from_key(size, base, k1, threshold), shape)
-            return apply_keep(x, keep, rate)
+            return _TorchRedrawDrop.masked(x, base, k1, *ctx.params)
 
         @staticmethod
         def backward(ctx, upstream):
-            base, k1 = ctx.saved_tensors
-            shape, size, threshold, rate = ctx.params
-            keep = ops.reshape(_keep_from_key(size, base, k1, threshold), shape)
-            return (apply_keep(upstream, keep, rate),) + (None,) * 6
+            grad = _TorchRedrawDrop.masked(upstream, *ctx.saved_tensors, *ctx.params)
+            return (grad,) + (None,) * 6
 
     @torch.library.custom_op("keras_dropout_variants::snapshot", mutates_args=())
     def _torch_snapshot(x: torch.Tensor) -> torch.Tensor:
