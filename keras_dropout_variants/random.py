@@ -59,6 +59,7 @@ from fractions import Fraction
 import math
 import numbers
 import threading
+import warnings
 
 import keras
 from keras import ops
@@ -390,20 +391,37 @@ def _stream_key(seed, counter, offset):
     return _add_words(k0, offset), k1
 
 
+def _stream_words(seed, counter, offset, threshold):
+    """`(base, k1, limit)`: what `_keep_from_key` needs."""
+    return (*_stream_key(seed, counter, offset), _limit(threshold))
+
+
+def _scale(x, rate):
+    """1 / (1 - rate) as a 0-d tensor of x's dtype and device."""
+    return ops.convert_to_tensor(1.0 / (1.0 - rate), dtype=x.dtype)
+
+
 def _flat_keep(size, seed, counter, offset, threshold):
     """The keep decision of elements 0..size-1 (pure keras.ops)."""
-    return _keep_from_key(size, *_stream_key(seed, counter, offset), threshold)
+    return _keep_from_key(size, *_stream_key(seed, counter, offset), _limit(threshold))
 
 
-def _keep_from_key(size, base, k1, threshold):
-    h = _element_hash(size, base, k1)
-    return ops.less(h, _const(threshold - (1 << 31)))
+def _limit(threshold):
+    """The int32 `l` with `u < threshold` iff `h < l` (step 4)."""
+    return threshold - (1 << 31)
+
+
+def _keep_from_key(size, base, k1, limit):
+    return ops.less(_element_hash(size, base, k1), _as_word(limit))
 
 
 def apply_keep(x, keep, rate):
     """`x / (1 - rate)` where `keep` (bool, broadcast) is True, exactly 0
     elsewhere, even where `x` is NaN or inf. Differentiable in `x`."""
-    scale = ops.convert_to_tensor(1.0 / (1.0 - rate), dtype=x.dtype)
+    return _apply_scale(x, keep, _scale(x, rate))
+
+
+def _apply_scale(x, keep, scale):
     return ops.where(keep, ops.multiply(x, scale), ops.zeros((), dtype=x.dtype))
 
 
@@ -429,19 +447,28 @@ def drop(x, mask_shape, rate, seed, counter=0, offset=0):
 #   outer XLA graph.
 # - JAX: eager calls dispatch op by op; `jax.jit` fuses them, and inlines
 #   under an outer jit.
-# - torch eager: keras.ops allocate a fresh tensor per op, and the page
-#   faults of fresh multi-MiB CPU tensors dominate; the same steps in place,
-#   in reused scratch chunks, are several times faster. Applying a random
-#   bool mask costs more than drawing it there (`torch.where`'s CPU kernel
-#   branches per element: 0.9 ms for a 784x512 mask against 0.05 ms for a
-#   multiply), so `drop` ANDs the bits of `x * scale` with int words
-#   instead, and keys are derived in Python for a CPU counter (keras.ops on
-#   0-d tensors cost 0.4 ms per key).
+# - torch eager: op by op, the hash makes about 20 passes over memory. For
+#   `drop` with a mask as large as `x` (a Dense kernel, plain dropout) of at
+#   least `_TORCH_FUSED_MIN` elements, the forward pass is instead one
+#   kernel that draws and applies the mask, built by torch.compile
+#   (Inductor) from the same keras.ops code once per device and dtype (the
+#   size is symbolic); see `_TorchFusedDrop` for the backward pass. Where
+#   it cannot compile (no C++ compiler, say), a warning says so and the
+#   unfused path below runs instead.
+#   Unfused (smaller or broadcast masks, `keep_mask`): keras.ops allocate a
+#   fresh tensor per op, and the page faults of fresh multi-MiB CPU tensors
+#   dominate; the same steps in place, in reused scratch chunks, are several
+#   times faster. Applying a random bool mask costs more than drawing it
+#   there (`torch.where`'s CPU kernel branches per element: 0.9 ms for a
+#   784x512 mask against 0.05 ms for a multiply), so `drop` ANDs the bits of
+#   `x * scale` with int words instead, and keys are derived in Python for a
+#   CPU counter (keras.ops on 0-d tensors cost 0.4 ms per key).
 # - torch.compile: the plain keras.ops path is traced and fused by Inductor.
 #   For `drop`, the partitioner would save the bool mask for the backward
 #   pass, and Inductor's CPU code stores bools slowly (17 ms per 1M elements
-#   against 2.8 ms for the fused hash and select), so `drop` runs in an
-#   autograd.Function whose backward redraws the mask from the saved key.
+#   against 2.8 ms for the fused hash and select), so `drop` runs in
+#   `_TorchFusedDrop` there too, traced into the caller's graph, and its
+#   backward pass redraws the mask from the saved key.
 _COMPILED = {}
 _use_compiled_path = True
 
@@ -490,8 +517,8 @@ def _dispatch_drop(x, shape, size, seed, counter, offset, threshold, rate):
     if path == "torch" and str(x.dtype).split(".")[-1] in _TORCH_BITS:
         return _torch_drop(x, shape, size, seed, counter, offset, threshold, rate)
     if path == "torch-compiling":
-        base, k1 = (_as_word(w) for w in _stream_key(seed, counter, offset))
-        return _TorchRedrawDrop.apply(x, base, k1, tuple(shape), size, threshold, rate)
+        words = ops.stack([_as_word(w) for w in _stream_words(seed, counter, offset, threshold)])
+        return _TorchFusedDrop.apply(x, words, _scale(x, rate), tuple(shape))
     keep = ops.reshape(_dispatch(size, seed, counter, offset, threshold), shape)
     return apply_keep(x, keep, rate)
 
@@ -588,7 +615,7 @@ def _torch_keep(size, seed, counter, offset, threshold, dtype):
         hn.mul_(_i32(_ELEM_M3))
         _torch_xorshift_(hn, tn, 15).mul_(_i32(_ELEM_M4))
         # Comparing into int32 and converting is faster than into bool.
-        torch.lt(hn, _i32(threshold - (1 << 31)), out=tn)
+        torch.lt(hn, _limit(threshold), out=tn)
         out[start:start + n].copy_(tn)
     return out
 
@@ -597,14 +624,54 @@ def _torch_keep(size, seed, counter, offset, threshold, dtype):
 _TORCH_BITS = {"float16": "int16", "bfloat16": "int16", "float32": "int32", "float64": "int64"}
 
 
+# Smallest mask that `drop` hands to the fused kernel: below it, the call
+# overhead of the compiled function is a large part of the work.
+_TORCH_FUSED_MIN = 1 << 14
+# (device type, dtype) -> whether the fused kernels compiled there.
+_TORCH_FUSED = {}
+# Device types whose fused forward pass keeps the words for the backward pass
+# instead of redrawing the mask there (see `_TorchFusedDrop`).
+_TORCH_KEEP_WORDS_ON = ("cpu",)
+
+
 def _torch_drop(x, shape, size, seed, counter, offset, threshold, rate):
-    """`drop` on eager torch: the bits of `x * scale` ANDed with int words
-    (-1 keep, 0 drop), so a dropped element is +0.0 whatever `x` held. The
-    words are kept as int8 (one byte each, like a bool mask) for the backward
-    pass, which masks the upstream gradient the same way."""
+    """`drop` on eager torch: fused kernels for a large mask of x's shape
+    (see the dispatch notes), else the unfused path."""
+    scale = torch.tensor(1.0 / (1.0 - rate), dtype=x.dtype, device=x.device)
+    fused = (x.device.type, x.dtype)
+    if size >= _TORCH_FUSED_MIN and tuple(shape) == tuple(x.shape) and _TORCH_FUSED.get(fused, True):
+        k0, k1 = _torch_key(seed, counter)
+        words = [_add_words(k0, offset), k1, _limit(threshold)]
+        if any(isinstance(w, torch.Tensor) for w in words):
+            words = torch.stack([torch.as_tensor(w, dtype=torch.int32, device=x.device) for w in words])
+        else:
+            words = torch.tensor([_i32(w) for w in words], dtype=torch.int32, device=x.device)
+        try:
+            out = _TorchFusedDrop.apply(x, words, scale, tuple(shape))
+        except Exception as error:  # noqa: BLE001 - any failure to build the kernel
+            if fused in _TORCH_FUSED:  # it compiled before: a real error
+                raise
+            _TORCH_FUSED[fused] = False
+            warnings.warn(
+                f"keras_dropout_variants could not compile its fused dropout kernel "
+                f"for {fused[1]} on {fused[0]} ({type(error).__name__}: {error}). "
+                "Eager torch uses the slower unfused path there.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            _TORCH_FUSED[fused] = True
+            return out
+    return _torch_unfused_drop(x, shape, size, seed, counter, offset, threshold, scale)
+
+
+def _torch_unfused_drop(x, shape, size, seed, counter, offset, threshold, scale):
+    """The bits of `x * scale` ANDed with int words (-1 keep, 0 drop), so a
+    dropped element is +0.0 whatever `x` held. The words are kept as int8
+    (one byte each, like a bool mask) for the backward pass, which masks the
+    upstream gradient the same way."""
     words = _torch_keep(size, seed, counter, offset, threshold, torch.int8)
     words = words.neg_().reshape(shape)
-    scale = torch.tensor(1.0 / (1.0 - rate), dtype=x.dtype, device=x.device)
     return _TorchDrop.apply(x, words, scale)
 
 
@@ -615,12 +682,12 @@ if keras.backend.backend() == "torch":
 
     @torch.compiler.disable  # see `_torch_keep` below
     def _torch_masked_scale(v, words, scale):
-        """`v * scale` ANDed with the int8 `words` (-1 or 0) sign-extended to
-        v's width. Mixed-width in-place ops would convert `words` into a
-        fresh full-size tensor, so the words are widened chunk by chunk in a
-        scratch buffer, and the output is written chunk by chunk."""
+        """`v * scale` ANDed with the integer `words` (-1 or 0) converted to
+        v's width. Mixed-width in-place ops would convert full-size `words`
+        into a fresh full-size tensor, so those are converted chunk by chunk
+        in a scratch buffer, and the output is written chunk by chunk."""
         bits = getattr(torch, _TORCH_BITS[str(v.dtype).split(".")[-1]])
-        if words.shape != v.shape:  # a broadcast mask (noise_shape)
+        if words.shape != v.shape or words.element_size() == v.element_size():
             out = torch.mul(v, scale)
             out.view(bits).bitwise_and_(words.to(bits))
             return out
@@ -654,27 +721,66 @@ if keras.backend.backend() == "torch":
     _torch_keep = torch.compiler.disable(_torch_keep)
     _torch_drop = torch.compiler.disable(_torch_drop)
 
-    class _TorchRedrawDrop(torch.autograd.Function):
-        """`drop` under torch.compile: saves the two key words, not the mask,
-        and redraws the mask in the backward pass."""
+    def _redrawn(v, words, scale, shape):
+        """`_apply_scale(v, keep, scale)` with the keep mask of `shape` drawn
+        from `words` = (base, k1, limit), an int32 tensor."""
+        keep = _keep_from_key(math.prod(shape), words[0], words[1], words[2])
+        return _apply_scale(v, ops.reshape(keep, shape), scale)
+
+    def _drawn_and_words(v, words, scale):
+        """`_redrawn` on a flat tensor, and its keep words (-1 keep, 0 drop)
+        as int32: Inductor's CPU code writes narrower ints slowly."""
+        keep = _keep_from_key(v.shape[0], words[0], words[1], words[2])
+        return _apply_scale(v, keep, scale), ops.negative(ops.cast(keep, "int32"))
+
+    # Eager torch's fused kernels, on flat tensors, compiled once per device
+    # and dtype (`dynamic`: one kernel for every size).
+    _torch_fused_redraw = torch.compile(
+        lambda v, words, scale: _redrawn(v, words, scale, v.shape), dynamic=True, fullgraph=True
+    )
+    _torch_fused_forward = torch.compile(_drawn_and_words, dynamic=True, fullgraph=True)
+
+    class _TorchFusedDrop(torch.autograd.Function):
+        """`drop` whose passes each draw and apply the mask in one kernel.
+
+        Under torch.compile it is traced into the caller's graph, saves the
+        key words and redraws the mask in the backward pass. In eager mode
+        the kernels are compiled on their own. On a CPU, where the hash is
+        compute-bound (redrawing it cost 0.45 ms per 1M elements, against
+        0.15 ms for a multiply and an AND), the forward kernel also writes the
+        keep words, 4 bytes per element until the backward pass ANDs them
+        in; on other devices the backward pass redraws the mask.
+        """
 
         @staticmethod
-        def masked(v, base, k1, shape, size, threshold, rate):
-            keep = ops.reshape(_keep_from_key(size, base, k1, threshold), shape)
-            return apply_keep(v, keep, rate)
-
-        @staticmethod
-        def forward(ctx, x, base, k1, shape, size, threshold, rate):
-            # Opaque copies: the backward's mask is then not the forward's
-            # (common subexpression), which the partitioner would save.
-            ctx.save_for_backward(_torch_snapshot(base), _torch_snapshot(k1))
-            ctx.params = (shape, size, threshold, rate)
-            return _TorchRedrawDrop.masked(x, base, k1, *ctx.params)
+        def forward(ctx, x, words, scale, shape):
+            ctx.shape = shape
+            ctx.redraw = x.device.type not in _TORCH_KEEP_WORDS_ON or torch.compiler.is_compiling()
+            if torch.compiler.is_compiling():
+                # An opaque copy: the backward's mask is then not the
+                # forward's (common subexpression), which the partitioner
+                # would save.
+                ctx.save_for_backward(_torch_snapshot(words), scale)
+                return _redrawn(x, words, scale, shape)
+            flat = x.detach().reshape(-1)
+            if ctx.redraw:
+                ctx.save_for_backward(words, scale)
+                return _torch_fused_redraw(flat, words, scale).view(shape)
+            out, keep = _torch_fused_forward(flat, words, scale)
+            ctx.save_for_backward(keep.view(shape), scale)
+            return out.view(shape)
 
         @staticmethod
         def backward(ctx, upstream):
-            grad = _TorchRedrawDrop.masked(upstream, *ctx.saved_tensors, *ctx.params)
-            return (grad,) + (None,) * 6
+            saved, scale = ctx.saved_tensors
+            if not ctx.redraw:
+                grad = _torch_masked_scale(upstream, saved, scale)
+            elif torch.compiler.is_compiling():
+                grad = _redrawn(upstream, saved, scale, ctx.shape)
+            else:
+                grad = _torch_fused_redraw(upstream.detach().reshape(-1), saved, scale)
+                grad = grad.view(ctx.shape)
+            return grad, None, None, None
 
     @torch.library.custom_op("keras_dropout_variants::snapshot", mutates_args=())
     def _torch_snapshot(x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The mask engine: bits, golden vectors, statistics, sharding, arguments."""
 
 import hashlib
+import warnings
 
 import keras
 import numpy as np
@@ -273,16 +274,36 @@ def test_compiled_dispatch_path_gives_the_bits_of_the_plain_path(monkeypatch, co
     np.testing.assert_array_equal(plain, reference.keep_mask(*args))
 
 
+# (x shape, mask shape): on eager torch, the unfused path for a small and a
+# broadcast mask, the fused kernels for a large mask of x's shape.
+DROP_SHAPES = [((6, 5, 40), (6, 5, 40)), ((6, 5, 40), (6, 1, 40)), ((6, 64, 48), (6, 64, 48))]
+
+
+def expect_fused_torch_kernels(monkeypatch, x_shape, mask_shape):
+    """On torch, for a mask that takes the fused kernels: a fresh record of
+    where they compiled, to check after the calls that they ran (a failed
+    compile falls back to the unfused path with the same bits). Else None."""
+    fused = (
+        BACKEND == "torch"
+        and x_shape == mask_shape
+        and int(np.prod(mask_shape)) >= kr._TORCH_FUSED_MIN
+    )
+    if not fused:
+        return None
+    monkeypatch.setattr(kr, "_TORCH_FUSED", {})
+    return kr._TORCH_FUSED
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
-@pytest.mark.parametrize("mask_shape", [(6, 5, 40), (6, 1, 40)])
-def test_dispatched_drop_gives_the_bits_of_apply_keep(monkeypatch, dtype, mask_shape):
-    # `drop` goes through the dispatch point (on eager torch, a bitwise AND
-    # with int words and its own backward); it must give the bits of
-    # `apply_keep(x, keep_mask(...))`, in the output and in the gradient, for
-    # NaN, inf and signed zeros too.
+@pytest.mark.parametrize("x_shape,mask_shape", DROP_SHAPES)
+def test_dispatched_drop_gives_the_bits_of_apply_keep(monkeypatch, dtype, x_shape, mask_shape):
+    # `drop` goes through the dispatch point (on eager torch, fused compiled
+    # kernels or a bitwise AND with int words, each with its own backward);
+    # it must give the bits of `apply_keep(x, keep_mask(...))`, in the output
+    # and in the gradient, for NaN, inf and signed zeros too.
     skip_unless_dtype_available(dtype)
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(6, 5, 40)).astype("float32")
+    x = rng.normal(size=x_shape).astype("float32")
     x.flat[::7], x.flat[1::7], x.flat[2::7], x.flat[3::7] = np.nan, np.inf, -np.inf, -0.0
     weight = rng.normal(size=x.shape).astype("float32")
 
@@ -295,7 +316,10 @@ def test_dispatched_drop_gives_the_bits_of_apply_keep(monkeypatch, dtype, mask_s
     def grad():  # upstream = weight cast to `dtype`, through the cast back
         return bits(gradient(lambda v: keras.ops.cast(drop(v), "float32"), np.nan_to_num(x), weight))
 
+    fused = expect_fused_torch_kernels(monkeypatch, x_shape, mask_shape)
     fast = bits(drop(x)), grad()
+    if fused is not None:
+        assert fused and all(fused.values()), fused
     monkeypatch.setattr(kr, "_use_compiled_path", False)
     plain_y = drop(x)
     plain = bits(plain_y), grad()
@@ -306,8 +330,8 @@ def test_dispatched_drop_gives_the_bits_of_apply_keep(monkeypatch, dtype, mask_s
     assert not np.signbit(to_np(keras.ops.cast(plain_y, "float32"))[~keep]).any()
 
 
-@pytest.mark.parametrize("mask_shape", [(6, 5, 40), (6, 1, 40)])
-def test_drop_under_torch_compile_gives_the_eager_bits(mask_shape):
+@pytest.mark.parametrize("x_shape,mask_shape", DROP_SHAPES)
+def test_drop_under_torch_compile_gives_the_eager_bits(monkeypatch, x_shape, mask_shape):
     # Under torch.compile, `drop` saves the key, not the mask, and redraws the
     # mask in the backward pass: outputs and gradients must keep the bits of
     # eager mode, in one graph (fullgraph: no break around the Function).
@@ -316,7 +340,7 @@ def test_drop_under_torch_compile_gives_the_eager_bits(mask_shape):
     import torch
 
     rng = np.random.default_rng(5)
-    x = rng.normal(size=(6, 5, 40)).astype("float32")
+    x = rng.normal(size=x_shape).astype("float32")
     x.flat[::7], x.flat[1::7], x.flat[2::7] = np.nan, np.inf, -0.0
     weight = torch.tensor(rng.normal(size=x.shape).astype("float32"))
 
@@ -330,7 +354,9 @@ def test_drop_under_torch_compile_gives_the_eager_bits(mask_shape):
         loss.backward()
         return [t.detach().numpy().view(np.uint32) for t in (y, v.grad)]
 
+    fused = expect_fused_torch_kernels(monkeypatch, x_shape, mask_shape)
     eager = run(step)
+    assert fused is None or (fused and all(fused.values())), fused
     compiled = run(torch.compile(step, fullgraph=True))
     np.testing.assert_array_equal(compiled[0], eager[0])
     np.testing.assert_array_equal(compiled[1], eager[1])
@@ -347,14 +373,81 @@ def test_eager_torch_path_is_never_traced_by_dynamo():
         pytest.skip("the eager torch path of the dispatch")
     import torch
 
-    x = torch.tensor(np.random.default_rng(6).normal(size=(8, 40)).astype("float32"))
-    words = torch.tensor(reference.keep_mask((8, 40), 0.3, 4, 7).astype(np.int8)).neg_()
+    rng = np.random.default_rng(6)
+    x = torch.tensor(rng.normal(size=(8, 40)).astype("float32"))
+    big = torch.tensor(rng.normal(size=(128, 128)).astype("float32"))  # fused kernels
+    keep = reference.keep_mask((8, 40), 0.3, 4, 7)
     scale = torch.tensor(1 / 0.7)
-    args = (x, (8, 40), 320, 4, 7, 0, kr.keep_threshold(0.3), 0.3)
-    for fn, fn_args in ((kr._torch_masked_scale, (x, words, scale)), (kr._torch_drop, args)):
+    cases = [
+        (kr._torch_masked_scale, (x, torch.tensor(keep.astype(np.int8)).neg_(), scale)),
+        (kr._torch_masked_scale, (x, torch.tensor(keep.astype(np.int32)).neg_(), scale)),
+        (kr._torch_drop, (x, (8, 40), 320, 4, 7, 0, kr.keep_threshold(0.3), 0.3)),
+        (kr._torch_drop, (big, (128, 128), 128 * 128, 4, 7, 0, kr.keep_threshold(0.3), 0.3)),
+    ]
+    for fn, fn_args in cases:
         eager = fn(*fn_args)
         compiled = torch.compile(lambda *a: fn(*a) * 1.0)(*fn_args)  # dynamo meets fn
         np.testing.assert_array_equal(compiled.numpy().view(np.uint32), eager.numpy().view(np.uint32))
+
+
+def test_fused_torch_redraw_gives_the_bits_of_apply_keep(monkeypatch):
+    # Off the CPU, the fused kernels redraw the mask in the backward pass
+    # instead of keeping words: the same bits, checked here on the CPU.
+    if keras.backend.backend() != "torch":
+        pytest.skip("the eager torch path of the dispatch")
+    import torch
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(128, 130)).astype("float32")
+    x.flat[::7], x.flat[1::7], x.flat[2::7] = np.nan, np.inf, -0.0
+    upstream = torch.tensor(rng.normal(size=x.shape).astype("float32"))
+    upstream.view(-1)[3::11] = float("nan")  # dropped: still exactly 0
+
+    def run():
+        v = torch.tensor(x, requires_grad=True)
+        y = kr.drop(v, x.shape, 0.3, seed=4, counter=7)
+        y.backward(upstream)
+        return [t.detach().numpy().view(np.uint32) for t in (y, v.grad)]
+
+    monkeypatch.setattr(kr, "_TORCH_KEEP_WORDS_ON", ())
+    fused = expect_fused_torch_kernels(monkeypatch, x.shape, x.shape)
+    redrawn = run()
+    assert fused and all(fused.values()), fused
+    monkeypatch.setattr(kr, "_use_compiled_path", False)
+    plain = run()
+    np.testing.assert_array_equal(redrawn[0], plain[0])
+    np.testing.assert_array_equal(redrawn[1], plain[1])
+
+
+def test_fused_torch_kernels_fall_back_when_they_cannot_compile(monkeypatch):
+    # Eager torch compiles its fused kernels on first use; where that fails
+    # (no C++ compiler, say), `drop` warns once and gives the same bits by
+    # the unfused path. Once they have compiled, an error is not swallowed.
+    if keras.backend.backend() != "torch":
+        pytest.skip("the eager torch path of the dispatch")
+    import torch
+
+    def broken(*args):
+        raise RuntimeError("no compiler here")
+
+    x = torch.tensor(np.random.default_rng(7).normal(size=(128, 130)).astype("float32"))
+    expected = kr._torch_unfused_drop(
+        x, (128, 130), 128 * 130, 4, 7, 0, kr.keep_threshold(0.3), torch.tensor(1 / 0.7)
+    )
+    for name in ("_torch_fused_forward", "_torch_fused_redraw"):
+        monkeypatch.setattr(kr, name, broken)
+    monkeypatch.setattr(kr, "_TORCH_FUSED", {})
+    with pytest.warns(RuntimeWarning, match="could not compile.*no compiler here"):
+        first = kr.drop(x, (128, 130), 0.3, seed=4, counter=7)
+    assert list(kr._TORCH_FUSED.values()) == [False]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = kr.drop(x, (128, 130), 0.3, seed=4, counter=7)
+    for y in (first, second):
+        np.testing.assert_array_equal(y.numpy().view(np.uint32), expected.numpy().view(np.uint32))
+    monkeypatch.setattr(kr, "_TORCH_FUSED", {key: True for key in kr._TORCH_FUSED})
+    with pytest.raises(RuntimeError, match="no compiler here"):
+        kr.drop(x, (128, 130), 0.3, seed=4, counter=7)
 
 
 def test_snapshot_keeps_its_value_after_the_variable_is_assigned():
