@@ -390,9 +390,11 @@ def test_eager_torch_path_is_never_traced_by_dynamo():
         np.testing.assert_array_equal(compiled.numpy().view(np.uint32), eager.numpy().view(np.uint32))
 
 
-def test_fused_torch_redraw_gives_the_bits_of_apply_keep(monkeypatch):
-    # Off the CPU, the fused kernels redraw the mask in the backward pass
-    # instead of keeping words: the same bits, checked here on the CPU.
+@pytest.mark.parametrize("keep_words_on", [("cpu",), ()], ids=["keep-words", "redraw"])
+def test_fused_torch_backward_gives_the_bits_of_apply_keep(monkeypatch, keep_words_on):
+    # The fused kernels' backward pass ANDs the words the forward kept (on a
+    # CPU) or redraws the mask (elsewhere; forced here on the CPU): the same
+    # bits either way, with NaN in the upstream gradient too.
     if keras.backend.backend() != "torch":
         pytest.skip("the eager torch path of the dispatch")
     import torch
@@ -409,14 +411,14 @@ def test_fused_torch_redraw_gives_the_bits_of_apply_keep(monkeypatch):
         y.backward(upstream)
         return [t.detach().numpy().view(np.uint32) for t in (y, v.grad)]
 
-    monkeypatch.setattr(kr, "_TORCH_KEEP_WORDS_ON", ())
+    monkeypatch.setattr(kr, "_TORCH_KEEP_WORDS_ON", keep_words_on)
     fused = expect_fused_torch_kernels(monkeypatch, x.shape, x.shape)
-    redrawn = run()
+    fast = run()
     assert fused and all(fused.values()), fused
     monkeypatch.setattr(kr, "_use_compiled_path", False)
     plain = run()
-    np.testing.assert_array_equal(redrawn[0], plain[0])
-    np.testing.assert_array_equal(redrawn[1], plain[1])
+    np.testing.assert_array_equal(fast[0], plain[0])
+    np.testing.assert_array_equal(fast[1], plain[1])
 
 
 def test_fused_torch_kernels_fall_back_when_they_cannot_compile(monkeypatch):
