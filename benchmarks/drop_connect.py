@@ -7,8 +7,9 @@ The same Sequential MLP (784-512-512-10) with its hidden layers as plain
 default), or with `mask_per="example"`, trained with `fit()` in the
 backend's default mode. Each (backend, variant, batch size) runs in its own
 subprocess, one after the other within one run, so that its peak resident
-memory (`ru_maxrss`) is its own. Prints median step times, the ratio to
-`Dense` at the same batch size, and peak memory.
+memory (`ru_maxrss`, and on a GPU the peak the backend's allocator
+reports) is its own. Prints median step times, the ratio to `Dense` at the
+same batch size, and peak memory.
 
 `mask_per="example"` is timed at batch 16 and 64 (it costs about `batch`
 dense layers per step, so larger batches take long on a CPU): with chunking,
@@ -23,7 +24,7 @@ import os
 import subprocess
 import sys
 
-from fit import StepTimer  # (benchmarks/ is on the path of a script in it)
+from fit import StepTimer, device_name  # (benchmarks/ is on the path of a script in it)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 VARIANTS = ("dense", "batch", "example")
@@ -55,7 +56,27 @@ def worker(backend, variant, batch, steps):
     model.fit(x[2 * batch:], y[2 * batch:], batch_size=batch, epochs=1, verbose=0, callbacks=[timer.callback])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     ms = sorted(timer.times)[len(timer.times) // 2] * 1e3
-    print(json.dumps({"ms": ms, "peak_mib": peak}), flush=True)
+    row = {"ms": ms, "peak_mib": peak, "device": device_name(backend)}
+    device_peak = device_peak_bytes(backend)
+    if device_peak is not None:
+        row["device_peak_mib"] = device_peak / 2**20
+    print(json.dumps(row), flush=True)
+
+
+def device_peak_bytes(backend):
+    """Peak memory allocated on the GPU in this process, or None on a CPU."""
+    import keras
+
+    x = keras.ops.zeros(())
+    if backend == "torch" and x.device.type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(x.device)
+    if backend == "jax":
+        device = next(iter(x.devices()))
+        if device.platform != "cpu":
+            return device.memory_stats()["peak_bytes_in_use"]
+    return None
 
 
 def run(backend, variant, batch, steps):
@@ -80,7 +101,9 @@ def main():
         backend, variant, batch, steps = args.worker
         worker(backend, variant, int(batch), int(steps))
         return
-    print(f"{'backend':<12}{'variant':<18}{'batch':>6}{'step ms':>10}{'/Dense':>8}{'peak MiB':>10}")
+    print(f"{'backend':<12}{'variant':<18}{'batch':>6}{'step ms':>10}{'/Dense':>8}{'peak MiB':>10}"
+          f"{'GPU peak MiB':>14}")
+    devices = {}
     for backend in args.backends:
         for batch in (256, 64, 16):
             dense = None
@@ -95,7 +118,12 @@ def main():
                 dense = r["ms"] if variant == "dense" else dense
                 ratio = f"{r['ms'] / dense:8.2f}" if dense else f"{'-':>8}"
                 name = "Dense" if variant == "dense" else f"DropConnect/{variant}"
-                print(f"{backend:<12}{name:<18}{batch:>6}{r['ms']:>10.2f}{ratio}{r['peak_mib']:>10.0f}", flush=True)
+                gpu = f"{r['device_peak_mib']:>14.0f}" if "device_peak_mib" in r else f"{'-':>14}"
+                print(f"{backend:<12}{name:<18}{batch:>6}{r['ms']:>10.2f}{ratio}{r['peak_mib']:>10.0f}{gpu}",
+                      flush=True)
+                devices[backend] = r["device"]
+    for backend, device in devices.items():
+        print(f"{backend} on {device}")
 
 
 if __name__ == "__main__":

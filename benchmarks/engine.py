@@ -22,7 +22,6 @@ load: compare the ratios, which are measured back to back.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,9 @@ def worker(backend, runs, torch_compile=False):
     import keras_dropout_variants as kdv
     from keras_dropout_variants import ops as kops
 
+    from fit import device_name  # (benchmarks/ is on the path of a script in it)
+
+    print(json.dumps({"device": device_name(backend)}), flush=True)
     rows = []
     sync = lambda y: y  # noqa: E731  TF and torch on CPU run synchronously.
     if backend == "jax":
@@ -92,6 +94,9 @@ def worker(backend, runs, torch_compile=False):
         }
     else:
         import torch
+
+        if keras.ops.zeros(()).device.type == "cuda":  # kernels run asynchronously
+            sync = lambda y: torch.cuda.synchronize()  # noqa: E731
 
         def native(x, rate, c):
             return torch.nn.functional.dropout(x, rate, training=True)
@@ -162,7 +167,7 @@ def main():
         worker(args.worker, args.runs, args.torch_compile)
         return
 
-    rows = []
+    rows, devices = [], []
     for backend in args.backends:
         command = [sys.executable, __file__, "--worker", backend, "--runs", str(args.runs)]
         proc = subprocess.run(
@@ -171,9 +176,15 @@ def main():
         if proc.returncode:
             print(f"{backend}: worker failed\n{proc.stderr[-3000:]}")
             continue
-        rows += [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+        for line in proc.stdout.splitlines():
+            if line.startswith("{"):
+                row = json.loads(line)
+                if "device" in row:
+                    devices.append(f"{backend} on {row['device']}")
+                else:
+                    rows.append(row)
 
-    print(f"median ms over {args.runs} runs; {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"median ms over {args.runs} runs; " + "; ".join(devices))
     print(f"{'':<51}{'forward':<47}{'forward+backward':<30}")
     print(
         f"{'backend':<11}{'mode':<18}{'shape':<13}{'rate':>5}  "

@@ -39,7 +39,13 @@ UNITS = 1024
 
 
 class StepTimer:
-    """Wall time of each training step of `fit()`, as a Keras callback."""
+    """Wall time of each training step of `fit()`, as a Keras callback.
+
+    A callback with its own `on_train_batch_end` turns off Keras' asynchronous
+    dispatch, and the step's logs are converted to Python floats before it
+    runs: that waits for the device, so on a GPU a step's time is its whole
+    computation, not its launch.
+    """
 
     def __init__(self):
         import keras
@@ -55,6 +61,24 @@ class StepTimer:
 
         self.times = []
         self.callback = Callback()
+
+
+def device_name(backend):
+    """The device Keras computes on under `backend` (in a worker process)."""
+    import keras
+
+    x = keras.ops.zeros(())
+    if backend == "torch" and x.device.type == "cuda":
+        import torch
+
+        return f"{torch.cuda.get_device_name(x.device)} (torch {torch.__version__})"
+    if backend == "jax":
+        import jax
+
+        device = next(iter(x.devices()))
+        if device.platform != "cpu":
+            return f"{device.device_kind} (jax {jax.__version__})"
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
 
 
 def median(values):
@@ -103,6 +127,7 @@ def worker(backend, rounds, steps, batch, jit_compile):
 
         torch._dynamo.config.recompile_limit = 64
         torch._dynamo.config.accumulated_recompile_limit = 1024
+    print(json.dumps({"device": device_name(backend)}), flush=True)
     models = {name: build(name, 1, True if jit_compile else "auto") for name, _ in VARIANTS}
     mode = f"{backend}.compile" if jit_compile else backend
     timers = {name: StepTimer() for name in models}
@@ -156,6 +181,9 @@ def main():
             if not line.startswith("{"):
                 continue
             r = json.loads(line)
+            if "device" in r:
+                print(f"{backend} on {r['device']}")
+                continue
             rows.append(r)
             ratio = f"{r['ratio']:.2f} x {r['baseline']}" if "ratio" in r else ""
             print(f"{r['backend']:<15}{r['variant']:<18}{r['ms']:9.2f}  {ratio}", flush=True)
