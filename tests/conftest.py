@@ -9,6 +9,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 BACKEND = keras.backend.backend()
 
+if BACKEND == "jax":
+    import jax
+
+    # On recent NVIDIA GPUs, JAX computes float32 matmuls in TF32 by default
+    # (relative error ~1e-3); the tests compare products at float32 tolerance.
+    # Masks are exact either way.
+    jax.config.update("jax_default_matmul_precision", "highest")
+
 
 def to_np(x):
     return keras.ops.convert_to_numpy(x)
@@ -44,9 +52,17 @@ def gradient(fn, value, weight=None):
         return tape.gradient(total, v).numpy()
     import torch
 
-    v = torch.tensor(value, requires_grad=True)
+    v = torch_tensor(value, requires_grad=True)
     loss(v).backward()
-    return v.grad.numpy()
+    return to_np(v.grad)
+
+
+def torch_tensor(value, **kwargs):
+    """`torch.tensor(value, **kwargs)` on Keras' device (a GPU where there is
+    one), where the layers and ops put their tensors."""
+    import torch
+
+    return torch.tensor(value, device=keras.ops.zeros(()).device, **kwargs)
 
 
 def compiled(fn, jit_compile=True):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import BACKEND, compiled, gradient, skip_unless_dtype_available, to_np
+from conftest import BACKEND, compiled, gradient, skip_unless_dtype_available, to_np, torch_tensor
 from keras_dropout_variants import random as kr
 
 
@@ -342,17 +342,17 @@ def test_drop_under_torch_compile_gives_the_eager_bits(monkeypatch, x_shape, mas
     rng = np.random.default_rng(5)
     x = rng.normal(size=x_shape).astype("float32")
     x.flat[::7], x.flat[1::7], x.flat[2::7] = np.nan, np.inf, -0.0
-    weight = torch.tensor(rng.normal(size=x.shape).astype("float32"))
+    weight = torch_tensor(rng.normal(size=x.shape).astype("float32"))
 
     def step(v, counter):
         y = kr.drop(v, mask_shape, 0.3, seed=4, counter=counter)
         return y, (y * weight).sum()
 
     def run(fn):
-        v = torch.tensor(x, requires_grad=True)
-        y, loss = fn(v, torch.tensor(7, dtype=torch.int32))
+        v = torch_tensor(x, requires_grad=True)
+        y, loss = fn(v, torch_tensor(7, dtype=torch.int32))
         loss.backward()
-        return [t.detach().numpy().view(np.uint32) for t in (y, v.grad)]
+        return [to_np(t).view(np.uint32) for t in (y, v.grad)]
 
     fused = expect_fused_torch_kernels(monkeypatch, x_shape, mask_shape)
     eager = run(step)
@@ -374,27 +374,28 @@ def test_eager_torch_path_is_never_traced_by_dynamo():
     import torch
 
     rng = np.random.default_rng(6)
-    x = torch.tensor(rng.normal(size=(8, 40)).astype("float32"))
-    big = torch.tensor(rng.normal(size=(128, 128)).astype("float32"))  # fused kernels
+    x = torch_tensor(rng.normal(size=(8, 40)).astype("float32"))
+    big = torch_tensor(rng.normal(size=(128, 128)).astype("float32"))  # fused kernels
     keep = reference.keep_mask((8, 40), 0.3, 4, 7)
-    scale = torch.tensor(1 / 0.7)
+    scale = torch_tensor(1 / 0.7)
     cases = [
-        (kr._torch_masked_scale, (x, torch.tensor(keep.astype(np.int8)).neg_(), scale)),
-        (kr._torch_masked_scale, (x, torch.tensor(keep.astype(np.int32)).neg_(), scale)),
+        (kr._torch_masked_scale, (x, torch_tensor(keep.astype(np.int8)).neg_(), scale)),
+        (kr._torch_masked_scale, (x, torch_tensor(keep.astype(np.int32)).neg_(), scale)),
         (kr._torch_drop, (x, (8, 40), 320, 4, 7, 0, kr.keep_threshold(0.3), 0.3)),
         (kr._torch_drop, (big, (128, 128), 128 * 128, 4, 7, 0, kr.keep_threshold(0.3), 0.3)),
     ]
     for fn, fn_args in cases:
         eager = fn(*fn_args)
         compiled = torch.compile(lambda *a: fn(*a) * 1.0)(*fn_args)  # dynamo meets fn
-        np.testing.assert_array_equal(compiled.numpy().view(np.uint32), eager.numpy().view(np.uint32))
+        np.testing.assert_array_equal(to_np(compiled).view(np.uint32), to_np(eager).view(np.uint32))
 
 
-@pytest.mark.parametrize("keep_words_on", [("cpu",), ()], ids=["keep-words", "redraw"])
-def test_fused_torch_backward_gives_the_bits_of_apply_keep(monkeypatch, keep_words_on):
+@pytest.mark.parametrize("keep_words", [True, False], ids=["keep-words", "redraw"])
+def test_fused_torch_backward_gives_the_bits_of_apply_keep(monkeypatch, keep_words):
     # The fused kernels' backward pass ANDs the words the forward kept (on a
-    # CPU) or redraws the mask (elsewhere; forced here on the CPU): the same
-    # bits either way, with NaN in the upstream gradient too.
+    # CPU) or redraws the mask (elsewhere); both are forced here on whatever
+    # device Keras uses: the same bits either way, with NaN in the upstream
+    # gradient too.
     if keras.backend.backend() != "torch":
         pytest.skip("the eager torch path of the dispatch")
     import torch
@@ -402,16 +403,16 @@ def test_fused_torch_backward_gives_the_bits_of_apply_keep(monkeypatch, keep_wor
     rng = np.random.default_rng(8)
     x = rng.normal(size=(128, 130)).astype("float32")
     x.flat[::7], x.flat[1::7], x.flat[2::7] = np.nan, np.inf, -0.0
-    upstream = torch.tensor(rng.normal(size=x.shape).astype("float32"))
+    upstream = torch_tensor(rng.normal(size=x.shape).astype("float32"))
     upstream.view(-1)[3::11] = float("nan")  # dropped: still exactly 0
 
     def run():
-        v = torch.tensor(x, requires_grad=True)
+        v = torch_tensor(x, requires_grad=True)
         y = kr.drop(v, x.shape, 0.3, seed=4, counter=7)
         y.backward(upstream)
-        return [t.detach().numpy().view(np.uint32) for t in (y, v.grad)]
+        return [to_np(t).view(np.uint32) for t in (y, v.grad)]
 
-    monkeypatch.setattr(kr, "_TORCH_KEEP_WORDS_ON", keep_words_on)
+    monkeypatch.setattr(kr, "_TORCH_KEEP_WORDS_ON", (upstream.device.type,) if keep_words else ())
     fused = expect_fused_torch_kernels(monkeypatch, x.shape, x.shape)
     fast = run()
     assert fused and all(fused.values()), fused
@@ -432,9 +433,9 @@ def test_fused_torch_kernels_fall_back_when_they_cannot_compile(monkeypatch):
     def broken(*args):
         raise RuntimeError("no compiler here")
 
-    x = torch.tensor(np.random.default_rng(7).normal(size=(128, 130)).astype("float32"))
+    x = torch_tensor(np.random.default_rng(7).normal(size=(128, 130)).astype("float32"))
     expected = kr._torch_unfused_drop(
-        x, (128, 130), 128 * 130, 4, 7, 0, kr.keep_threshold(0.3), torch.tensor(1 / 0.7)
+        x, (128, 130), 128 * 130, 4, 7, 0, kr.keep_threshold(0.3), torch_tensor(1 / 0.7)
     )
     for name in ("_torch_fused_forward", "_torch_fused_redraw"):
         monkeypatch.setattr(kr, name, broken)
@@ -446,7 +447,7 @@ def test_fused_torch_kernels_fall_back_when_they_cannot_compile(monkeypatch):
         warnings.simplefilter("error")
         second = kr.drop(x, (128, 130), 0.3, seed=4, counter=7)
     for y in (first, second):
-        np.testing.assert_array_equal(y.numpy().view(np.uint32), expected.numpy().view(np.uint32))
+        np.testing.assert_array_equal(to_np(y).view(np.uint32), to_np(expected).view(np.uint32))
     monkeypatch.setattr(kr, "_TORCH_FUSED", {key: True for key in kr._TORCH_FUSED})
     with pytest.raises(RuntimeError, match="no compiler here"):
         kr.drop(x, (128, 130), 0.3, seed=4, counter=7)
@@ -457,3 +458,55 @@ def test_snapshot_keeps_its_value_after_the_variable_is_assigned():
     value = kr.snapshot(counter)
     counter.assign(4)
     assert int(to_np(value)) == 3 and int(to_np(counter)) == 4
+
+
+def torch_cuda_or_skip():
+    if BACKEND != "torch":
+        pytest.skip("torch's devices")
+    import torch
+
+    if not torch.cuda.is_available() or keras.ops.zeros(()).device.type != "cuda":
+        pytest.skip("needs Keras on a CUDA GPU")
+    return torch
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 40), (128, 130)], ids=["unfused", "fused"])
+def test_torch_drop_of_a_tensor_on_another_device_computes_on_keras_device(shape):
+    # `drop` may get a tensor that is not on Keras' device (a CPU tensor while
+    # Keras computes on a GPU): like every keras.ops call, it computes on
+    # Keras' device, with the same bits, for a counter on either device.
+    torch = torch_cuda_or_skip()
+    x = np.random.default_rng(9).normal(size=shape).astype("float32")
+    expected = to_np(kr.drop(torch_tensor(x), shape, 0.3, seed=4, counter=7)).view(np.uint32)
+    for counter in (torch_tensor(7, dtype=torch.int32), torch.tensor(7, dtype=torch.int32)):
+        y = kr.drop(torch.tensor(x), shape, 0.3, seed=4, counter=counter)
+        assert y.device.type == "cuda"
+        np.testing.assert_array_equal(to_np(y).view(np.uint32), expected)
+
+
+def test_eager_torch_training_step_does_not_synchronize_the_gpu():
+    # A blocking host-to-device copy (a Python number made into a tensor)
+    # waits for everything queued on the GPU: in a fit() step of a few ms,
+    # a few of them per layer made DropConnectDense 1.85x Dense on an H100.
+    # The layers' training calls and their gradients must queue work only.
+    torch = torch_cuda_or_skip()
+    import keras_dropout_variants as kdv
+
+    x = torch_tensor(np.random.default_rng(10).normal(size=(64, 200)).astype("float32"))
+    layers = [
+        kdv.Dropout(0.3, seed=1),  # fused kernels
+        kdv.Dropout(0.3, noise_shape=(64, 1), seed=2),  # unfused, broadcast
+        kdv.SeededDropout(0.3, seed=3),
+        kdv.DropConnectDense(300, rate=0.3, seed=4, drop_bias=True),
+    ]
+    for layer in layers:
+        layer(x, training=True)  # builds, compiles the fused kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for layer in layers:
+            layer(x.requires_grad_(), training=True).sum().backward()
+            x.grad = None
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [int(to_np(layer.counter)) for layer in layers] == [2, 2, 2, 2]
