@@ -56,6 +56,7 @@ are computed by a shard with ``offset = r0 * prod(shape[1:])``.
 """
 
 from fractions import Fraction
+import functools
 import math
 import numbers
 import threading
@@ -232,8 +233,15 @@ def keep_threshold(rate):
     keep probability is `keep_threshold(rate) / 2**32`.
     """
     rate = check_rate(rate)
-    threshold = round((1 - Fraction(rate)) * _U32)
-    return min(max(threshold, 0), _U32 - 1) if rate != 0.0 else _U32
+    if rate not in _THRESHOLDS:  # exact rational arithmetic: tens of microseconds
+        if len(_THRESHOLDS) >= 1024:
+            _THRESHOLDS.clear()
+        threshold = round((1 - Fraction(rate)) * _U32)
+        _THRESHOLDS[rate] = min(max(threshold, 0), _U32 - 1) if rate != 0.0 else _U32
+    return _THRESHOLDS[rate]
+
+
+_THRESHOLDS = {}
 
 
 def _check_shape(shape):
@@ -432,6 +440,8 @@ def drop(x, mask_shape, rate, seed, counter=0, offset=0):
     Arguments as in `keep_mask`, with `0 <= rate < 1`. `ops.dropout` runs
     this, so that a backend may fuse drawing and applying the mask.
     """
+    # On Keras' device, as every keras.ops result (torch may hold it elsewhere).
+    x = ops.convert_to_tensor(x)
     shape, threshold, words = _mask_arguments(mask_shape, rate, seed, counter, offset)
     if threshold >= _U32:
         return apply_keep(x, ops.ones(shape, dtype="bool"), rate)
@@ -593,13 +603,56 @@ def _torch_scratch(device):
     return _TORCH_SCRATCH[key]
 
 
-def _torch_keep(size, seed, counter, offset, threshold, dtype):
+def _torch_add_words(a, b):
+    """`_add_words` with a Python int joining a tensor as a kernel argument:
+    made into a tensor, it would be a blocking host-to-device copy, which
+    waits for everything queued on a GPU."""
+    if isinstance(a, int) and isinstance(b, int):
+        return (a + b) % _U32
+    if isinstance(a, int):
+        a, b = b, a
+    return a.add(_i32(b) if isinstance(b, int) else b)
+
+
+def _torch_words(words, device):
+    """The engine words `words` (ints or 0-d int tensors) as one int32 tensor
+    on `device`. A Python int becomes a fill of a tensor already there, and
+    words that are all ints are cached, so that no call makes a blocking
+    host-to-device copy."""
+    tensors = [w for w in words if isinstance(w, torch.Tensor)]
+    if not tensors:
+        return _torch_constant_words(tuple(_i32(w) for w in words), device)
+    like = tensors[0].to(device=device, dtype=torch.int32)
+    return torch.stack([like.new_full((), _i32(w)) if isinstance(w, int) else w.to(like) for w in words])
+
+
+@functools.lru_cache(maxsize=256)
+def _torch_constant_words(words, device):
+    return torch.tensor(words, dtype=torch.int32, device=device)
+
+
+# 1 / (1 - rate) as 0-d tensors, per (rate, dtype, device): made anew on every
+# call, each would be a blocking host-to-device copy on a GPU.
+_TORCH_SCALES = {}
+
+
+def _torch_scale(rate, dtype, device):
+    key = (rate, dtype, device)
+    if key not in _TORCH_SCALES:
+        _TORCH_SCALES[key] = torch.tensor(1.0 / (1.0 - rate), dtype=dtype, device=device)
+    return _TORCH_SCALES[key]
+
+
+def _torch_keep(size, seed, counter, offset, threshold, dtype, device=None):
     """The keep decision of elements 0..size-1 (`_flat_keep`) as a new flat
-    tensor of `dtype`: bool, or an integer dtype, 1 (keep) / 0 (drop)."""
+    tensor of `dtype`: bool, or an integer dtype, 1 (keep) / 0 (drop), on
+    `device` (by default the key's, or Keras' device)."""
     k0, k1 = _torch_key(seed, counter)
-    base = _add_words(k0, offset)
-    tensors = [w for w in (base, k1) if isinstance(w, torch.Tensor)]
-    device = tensors[0].device if tensors else _const(0).device  # Keras' device
+    base = _torch_add_words(k0, offset)
+    if device is None:
+        tensors = [w for w in (base, k1) if isinstance(w, torch.Tensor)]
+        device = tensors[0].device if tensors else ops.zeros(()).device  # Keras' device
+    base, k1 = (w.to(device) if isinstance(w, torch.Tensor) else w for w in (base, k1))
     k1 = _i32(k1) if isinstance(k1, int) else k1
     indices, h, tmp = _torch_scratch(device)
     out = torch.empty(size, dtype=dtype, device=device)
@@ -634,18 +687,25 @@ _TORCH_FUSED = {}
 _TORCH_KEEP_WORDS_ON = ("cpu",)
 
 
+def _torch_redraws(device):
+    """Whether eager fused kernels on `device` redraw the mask in the
+    backward pass (else the forward pass keeps the keep words)."""
+    return device.type not in _TORCH_KEEP_WORDS_ON
+
+
 def _torch_drop(x, shape, size, seed, counter, offset, threshold, rate):
     """`drop` on eager torch: fused kernels for a large mask of x's shape
     (see the dispatch notes), else the unfused path."""
-    scale = torch.tensor(1.0 / (1.0 - rate), dtype=x.dtype, device=x.device)
+    scale = _torch_scale(rate, x.dtype, x.device)
     fused = (x.device.type, x.dtype)
     if size >= _TORCH_FUSED_MIN and tuple(shape) == tuple(x.shape) and _TORCH_FUSED.get(fused, True):
-        k0, k1 = _torch_key(seed, counter)
-        words = [_add_words(k0, offset), k1, _limit(threshold)]
-        if any(isinstance(w, torch.Tensor) for w in words):
-            words = torch.stack([torch.as_tensor(w, dtype=torch.int32, device=x.device) for w in words])
+        if _torch_redraws(x.device):
+            # The kernels derive the key themselves: a key derived from a
+            # counter on a GPU would take some 30 launches of 0-d ops.
+            words = _torch_words((seed, counter, offset, _limit(threshold)), x.device)
         else:
-            words = torch.tensor([_i32(w) for w in words], dtype=torch.int32, device=x.device)
+            k0, k1 = _torch_key(seed, counter)
+            words = _torch_words((_torch_add_words(k0, offset), k1, _limit(threshold)), x.device)
         try:
             out = _TorchFusedDrop.apply(x, words, scale, tuple(shape))
         except Exception as error:  # noqa: BLE001 - any failure to build the kernel
@@ -670,7 +730,7 @@ def _torch_unfused_drop(x, shape, size, seed, counter, offset, threshold, scale)
     dropped element is +0.0 whatever `x` held. The words are kept as int8
     (one byte each, like a bool mask) for the backward pass, which masks the
     upstream gradient the same way."""
-    words = _torch_keep(size, seed, counter, offset, threshold, torch.int8)
+    words = _torch_keep(size, seed, counter, offset, threshold, torch.int8, x.device)
     words = words.neg_().reshape(shape)
     return _TorchDrop.apply(x, words, scale)
 
@@ -733,11 +793,16 @@ if keras.backend.backend() == "torch":
         keep = _keep_from_key(v.shape[0], words[0], words[1], words[2])
         return _apply_scale(v, keep, scale), ops.negative(ops.cast(keep, "int32"))
 
+    def _redrawn_from_counter(v, words, scale):
+        """`_redrawn` on a flat tensor, with words = (seed, counter, offset,
+        limit): the key is derived inside the kernel."""
+        k0, k1 = _key(words[0], words[1])
+        keep = _keep_from_key(v.shape[0], ops.add(k0, words[2]), k1, words[3])
+        return _apply_scale(v, keep, scale)
+
     # Eager torch's fused kernels, on flat tensors, compiled once per device
     # and dtype (`dynamic`: one kernel for every size).
-    _torch_fused_redraw = torch.compile(
-        lambda v, words, scale: _redrawn(v, words, scale, v.shape), dynamic=True, fullgraph=True
-    )
+    _torch_fused_redraw = torch.compile(_redrawn_from_counter, dynamic=True, fullgraph=True)
     _torch_fused_forward = torch.compile(_drawn_and_words, dynamic=True, fullgraph=True)
 
     class _TorchFusedDrop(torch.autograd.Function):
@@ -751,12 +816,16 @@ if keras.backend.backend() == "torch":
         kernel also writes the keep words, 4 bytes per element until the
         backward pass ANDs them in; on other devices the backward pass
         redraws the mask.
+
+        `words`: (base, k1, limit) under torch.compile and for the CPU's
+        kernels; (seed, counter, offset, limit) for the eager redrawing
+        kernel, which derives the key itself (see `_torch_drop`).
         """
 
         @staticmethod
         def forward(ctx, x, words, scale, shape):
             ctx.shape = shape
-            ctx.redraw = x.device.type not in _TORCH_KEEP_WORDS_ON or torch.compiler.is_compiling()
+            ctx.redraw = _torch_redraws(x.device) or torch.compiler.is_compiling()
             if torch.compiler.is_compiling():
                 # An opaque copy: the backward's mask is then not the
                 # forward's (common subexpression), which the partitioner

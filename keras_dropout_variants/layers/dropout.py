@@ -35,7 +35,9 @@ def with_step_counter(layer, compute):
     """
     counter = kdv_random.snapshot(layer.counter)
     outputs = compute(counter)
-    layer.counter.assign(ops.add(counter, 1))
+    # `+ 1` would make the 1 a new tensor: on torch, a host-to-device copy
+    # that waits for the GPU.
+    layer.counter.assign(ops.add(counter, ops.ones_like(counter)))
     return outputs
 
 
