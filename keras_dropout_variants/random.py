@@ -631,16 +631,11 @@ def _torch_constant_words(words, device):
     return torch.tensor(words, dtype=torch.int32, device=device)
 
 
-# 1 / (1 - rate) as 0-d tensors, per (rate, dtype, device): made anew on every
-# call, each would be a blocking host-to-device copy on a GPU.
-_TORCH_SCALES = {}
-
-
+@functools.lru_cache(maxsize=256)
 def _torch_scale(rate, dtype, device):
-    key = (rate, dtype, device)
-    if key not in _TORCH_SCALES:
-        _TORCH_SCALES[key] = torch.tensor(1.0 / (1.0 - rate), dtype=dtype, device=device)
-    return _TORCH_SCALES[key]
+    """1 / (1 - rate) as a 0-d tensor: made anew on every call, it would be a
+    blocking host-to-device copy on a GPU."""
+    return torch.tensor(1.0 / (1.0 - rate), dtype=dtype, device=device)
 
 
 def _torch_keep(size, seed, counter, offset, threshold, dtype, device=None):
