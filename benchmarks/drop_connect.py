@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 
-from fit import StepTimer, device_name  # (benchmarks/ is on the path of a script in it)
+from fit import StepTimer, device_name, gpu_device  # (benchmarks/ is on the path of a script in it)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 VARIANTS = ("dense", "batch", "example")
@@ -65,18 +65,14 @@ def worker(backend, variant, batch, steps):
 
 def device_peak_bytes(backend):
     """Peak memory allocated on the GPU in this process, or None on a CPU."""
-    import keras
-
-    x = keras.ops.zeros(())
-    if backend == "torch" and x.device.type == "cuda":
+    device = gpu_device(backend)
+    if device is None:
+        return None
+    if backend == "torch":
         import torch
 
-        return torch.cuda.max_memory_allocated(x.device)
-    if backend == "jax":
-        device = next(iter(x.devices()))
-        if device.platform != "cpu":
-            return device.memory_stats()["peak_bytes_in_use"]
-    return None
+        return torch.cuda.max_memory_allocated(device)
+    return device.memory_stats()["peak_bytes_in_use"]
 
 
 def run(backend, variant, batch, steps):

@@ -52,7 +52,7 @@ def worker(backend, runs, torch_compile=False):
     import keras_dropout_variants as kdv
     from keras_dropout_variants import ops as kops
 
-    from fit import device_name  # (benchmarks/ is on the path of a script in it)
+    from fit import device_name, gpu_device  # (benchmarks/ is on the path of a script in it)
 
     print(json.dumps({"device": device_name(backend)}), flush=True)
     rows = []
@@ -95,7 +95,7 @@ def worker(backend, runs, torch_compile=False):
     else:
         import torch
 
-        if keras.ops.zeros(()).device.type == "cuda":  # kernels run asynchronously
+        if gpu_device(backend) is not None:  # CUDA kernels run asynchronously
             sync = lambda y: torch.cuda.synchronize()  # noqa: E731
 
         def native(x, rate, c):

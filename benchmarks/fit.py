@@ -63,22 +63,33 @@ class StepTimer:
         self.callback = Callback()
 
 
-def device_name(backend):
-    """The device Keras computes on under `backend` (in a worker process)."""
+def gpu_device(backend):
+    """The GPU Keras computes on under `backend` (a torch or JAX device, in a
+    worker process), or None on a CPU."""
     import keras
 
     x = keras.ops.zeros(())
     if backend == "torch" and x.device.type == "cuda":
-        import torch
-
-        return f"{torch.cuda.get_device_name(x.device)} (torch {torch.__version__})"
+        return x.device
     if backend == "jax":
-        import jax
-
         device = next(iter(x.devices()))
         if device.platform != "cpu":
-            return f"{device.device_kind} (jax {jax.__version__})"
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+            return device
+    return None
+
+
+def device_name(backend):
+    """The device Keras computes on under `backend` (in a worker process)."""
+    device = gpu_device(backend)
+    if device is None:
+        return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    if backend == "torch":
+        import torch
+
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    import jax
+
+    return f"{device.device_kind} (jax {jax.__version__})"
 
 
 def median(values):
