@@ -233,7 +233,9 @@ def keep_threshold(rate):
     keep probability is `keep_threshold(rate) / 2**32`.
     """
     rate = check_rate(rate)
-    if rate not in _THRESHOLDS:  # exact rational arithmetic: tens of microseconds
+    # Exact rational arithmetic costs tens of microseconds: once per rate. (A
+    # dict, not functools.lru_cache, which dynamo warns about when it traces.)
+    if rate not in _THRESHOLDS:
         if len(_THRESHOLDS) >= 1024:
             _THRESHOLDS.clear()
         threshold = round((1 - Fraction(rate)) * _U32)
