@@ -1,4 +1,9 @@
-"""Keras 3 dropout layers whose masks are identical on every backend."""
+"""Keras 3 dropout layers whose masks are identical on every backend.
+
+The layers are importable from here; the functional ops and the mask engine
+are the submodules `keras_dropout_variants.ops` and
+`keras_dropout_variants.random`.
+"""
 
 from keras_dropout_variants import ops
 from keras_dropout_variants import random
@@ -8,7 +13,8 @@ from keras_dropout_variants.layers import (
     Dropout,
     SeededDropout,
 )
+from keras_dropout_variants.random import MASK_FORMAT_VERSION
 
 __version__ = "0.1.0"
 
-__all__ = ["DropConnect", "DropConnectDense", "Dropout", "SeededDropout", "ops", "random", "__version__"]
+__all__ = ["DropConnect", "DropConnectDense", "Dropout", "SeededDropout", "MASK_FORMAT_VERSION"]

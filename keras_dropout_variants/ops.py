@@ -5,68 +5,13 @@ its op give the same bits for the same `(seed, counter)` on every backend.
 """
 
 import math
-import numbers
 
-import keras
 from keras import ops
 
+from keras_dropout_variants import _checks
 from keras_dropout_variants import random as _random
 
 __all__ = ["dropout", "drop_connect", "drop_connect_gaussian"]
-
-
-def check_noise_shape(noise_shape):
-    """Validates a layer's `noise_shape` at construction, as Keras 3.13+ does.
-
-    Returns `None` or a tuple of Python ints and `None`s (numpy integers are
-    accepted and converted, so the config stays JSON-serializable).
-    """
-    if noise_shape is None:
-        return None
-    if isinstance(noise_shape, (str, bytes)):
-        raise ValueError(
-            "Invalid value received for argument `noise_shape`: expected a "
-            f"tuple or list of integers. Received: noise_shape={noise_shape!r}"
-        )
-    try:
-        entries = tuple(noise_shape)
-    except TypeError:
-        raise ValueError(
-            "Invalid value received for argument `noise_shape`: expected an "
-            "iterable of integers or None (e.g. a tuple). "
-            f"Received: noise_shape={noise_shape!r}"
-        ) from None
-    checked = []
-    for i, dim in enumerate(entries):
-        if dim is None:
-            checked.append(None)
-            continue
-        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-            raise ValueError(
-                "Invalid value received for argument `noise_shape`: expected "
-                "all entries to be integers or None. Received entry "
-                f"{dim!r} (of type {type(dim).__name__}) at index {i} in "
-                f"noise_shape={entries}"
-            )
-        if dim <= 0:
-            raise ValueError(
-                "Invalid value received for argument `noise_shape`: expected "
-                f"positive integers or None. Received {dim} at index {i} in "
-                f"noise_shape={entries}"
-            )
-        checked.append(int(dim))
-    return tuple(checked)
-
-
-def check_floating(x, name="inputs"):
-    """Raises `TypeError` unless `x` has a floating dtype."""
-    dtype = keras.backend.standardize_dtype(x.dtype)
-    if not keras.backend.is_float_dtype(dtype):
-        raise TypeError(
-            f"Dropout needs floating-point `{name}`; received a tensor of "
-            f"dtype {dtype}. Cast it to a float dtype first: dropping "
-            "integers would silently change the values' scale."
-        )
 
 
 def resolve_noise_shape(noise_shape, input_shape):
@@ -78,7 +23,7 @@ def resolve_noise_shape(noise_shape, input_shape):
     input_shape = tuple(input_shape)
     if noise_shape is None:
         return input_shape
-    noise_shape = check_noise_shape(noise_shape)
+    noise_shape = _checks.noise_shape(noise_shape)
     static_input = tuple(d if isinstance(d, int) else None for d in input_shape)
     if len(noise_shape) != len(input_shape):
         raise ValueError(
@@ -127,40 +72,23 @@ def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0):
 
     Example:
 
+    >>> import keras
+    >>> from keras_dropout_variants.ops import dropout
     >>> x = keras.ops.ones((2, 4))
     >>> y = dropout(x, 0.5, seed=1, counter=0)
     >>> sorted(set(keras.ops.convert_to_numpy(y).ravel().tolist())) in (
     ...     [0.0, 2.0], [0.0], [2.0])
     True
     """
-    rate = _random.check_rate(rate)
     if seed is None:
         raise ValueError(
-            "Invalid value received for argument `seed`: `dropout` needs an "
-            "explicit integer seed in [0, 2**32) (the layers draw one for "
-            "you). Received: seed=None"
+            "`seed` must be a Python integer in [0, 2**32): `dropout` needs an "
+            "explicit seed (the layers draw one for you). Received: seed=None"
         )
-    seed = _random.check_seed(seed)
     x = ops.convert_to_tensor(x)
-    check_floating(x, "x")
+    _checks.floating(x, "x")
     mask_shape = resolve_noise_shape(noise_shape, ops.shape(x))
-    if rate == 0.0:
-        return x
-    if rate == 1.0:
-        # `x * 0` would turn NaN and inf into NaN, and scaling by 1/0 would
-        # put NaN in the gradient: select instead, which gives exact zeros
-        # and a zero gradient.
-        return ops.where(ops.convert_to_tensor(False), x, ops.zeros((), dtype=x.dtype))
     return _random.drop(x, mask_shape, rate, seed, counter, offset)
-
-
-def check_mask_per(mask_per):
-    """Returns `mask_per` if it is `"batch"` or `"example"`, else raises."""
-    if mask_per not in ("batch", "example"):
-        raise _random.invalid_argument(
-            ValueError, "mask_per", "'batch' or 'example'", mask_per
-        )
-    return mask_per
 
 
 def drop_connect(
@@ -196,9 +124,10 @@ def drop_connect(
     extra memory is a few bytes times `max_mask_elements` in either pass,
     whatever the batch size (TensorFlow graphs may run up to 10 chunks at
     once: `tf.while_loop`'s parallel iterations). The default, 2**18, was
-    the fastest under `jax.jit` (gradient of a 784x512 kernel, batch 64: 14x
-    faster than 2**24); plain TensorFlow graphs favour larger chunks (2x
-    slower than 2**24 there), torch eager hardly cares. A step's stream
+    chosen by timing the gradient of a 784x512 kernel at batch 64 with
+    chunks of 2**14 to 2**24 elements: it was by far the fastest under
+    `jax.jit`, plain TensorFlow graphs ran faster with larger chunks, and
+    eager torch hardly changed. A step's stream
     holds 2**32 elements, so `batch * (in + 1) * out` must stay below that.
 
     Args:
@@ -217,8 +146,8 @@ def drop_connect(
     Returns:
         `(..., out)` tensor: the pre-activation.
     """
-    mask_per = check_mask_per(mask_per)
-    rate = _random.check_rate(rate)
+    mask_per = _checks.one_of(mask_per, "mask_per", ("batch", "example"))
+    rate = _checks.rate(rate)
     kernel = ops.convert_to_tensor(kernel)
     if mask_per == "example" and 0.0 < rate < 1.0:
         return _drop_connect_per_example(
@@ -245,11 +174,11 @@ def _drop_connect_per_example(
     plain loop would keep every chunk's mask for it, `batch * (in + 1) * out`
     elements in all.
     """
-    seed = _random.check_seed(seed)
-    counter = _random.check_word(counter, "counter")
-    max_mask_elements = check_positive_int(max_mask_elements, "max_mask_elements")
+    seed = _checks.seed(seed)
+    counter = _checks.word(counter, "counter")
+    max_mask_elements = _checks.positive_int(max_mask_elements, "max_mask_elements")
     x = ops.convert_to_tensor(x)
-    check_floating(x, "x")
+    _checks.floating(x, "x")
     if len(x.shape) < 2:
         raise ValueError(
             "`mask_per='example'` needs inputs with a batch axis, "
@@ -336,18 +265,6 @@ def _drop_connect_per_example(
     return outputs
 
 
-def check_positive_int(value, name):
-    """Returns `value` as a positive Python int, or raises ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise _random.invalid_argument(ValueError, name, "a positive integer", value)
-    return int(value)
-
-
-def check_num_samples(num_samples):
-    """Returns `num_samples` as a positive Python int, or raises ValueError."""
-    return check_positive_int(num_samples, "num_samples")
-
-
 def drop_connect_gaussian(
     x,
     kernel,
@@ -385,12 +302,12 @@ def drop_connect_gaussian(
     Returns:
         `(..., out)` tensor: the estimated expected activation.
     """
-    rate = _random.check_rate(rate)
-    seed = _random.check_seed(seed)
-    num_samples = check_num_samples(num_samples)
+    rate = _checks.rate(rate)
+    seed = _checks.seed(seed)
+    num_samples = _checks.positive_int(num_samples, "num_samples")
     activation = activation or (lambda v: v)
     x = ops.convert_to_tensor(x)
-    check_floating(x, "x")
+    _checks.floating(x, "x")
     kernel = ops.cast(ops.convert_to_tensor(kernel), x.dtype)
     if rate == 1.0:
         # Every weight is dropped: the training output is constant.

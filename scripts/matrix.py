@@ -15,14 +15,16 @@ import xml.etree.ElementTree as ET
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
-def run(backend, extra_args):
+def run(backend, extra_args, all_backends_leg):
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "junit.xml")
-        env = dict(os.environ, KERAS_BACKEND=backend)
+        # Tests that compare every backend in subprocesses run in one leg only.
+        env = dict(os.environ, KERAS_BACKEND=backend, KDV_ALL_BACKENDS_LEG=all_backends_leg)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF start-up logs out of the report
         print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
         code = subprocess.call(
-            [sys.executable, "-m", "pytest", "-q", f"--junitxml={report}", *extra_args],
+            # -rs: every skipped test says why.
+            [sys.executable, "-m", "pytest", "-q", "-rs", f"--junitxml={report}", *extra_args],
             env=env,
         )
         counts = {"passed": 0, "failed": 0, "skipped": 0}
@@ -47,7 +49,7 @@ def main(argv):
     totals = {"passed": 0, "failed": 0, "skipped": 0}
     failing = []
     for backend in backends:
-        code, counts = run(backend, extra)
+        code, counts = run(backend, extra, backends[0])
         for k in totals:
             totals[k] += counts[k]
         if code != 0:

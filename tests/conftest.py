@@ -18,6 +18,18 @@ if BACKEND == "jax":
     jax.config.update("jax_default_matmul_precision", "highest")
 
 
+# Tests that start one subprocess per backend compare all backends at once:
+# `scripts/matrix.py` names the one leg that runs them (KDV_ALL_BACKENDS_LEG);
+# a plain pytest run runs them.
+ALL_BACKENDS_LEG = os.environ.get("KDV_ALL_BACKENDS_LEG", BACKEND)
+
+
+def skip_unless_all_backends_leg():
+    """Skips a test that runs every backend itself, except in one matrix leg."""
+    if ALL_BACKENDS_LEG != BACKEND:
+        pytest.skip(f"runs every backend itself: once per matrix, in the {ALL_BACKENDS_LEG} leg")
+
+
 def to_np(x):
     return keras.ops.convert_to_numpy(x)
 
@@ -86,7 +98,9 @@ def pytest_report_header(config):
 
 @pytest.fixture(autouse=True)
 def _fresh_session():
-    keras.backend.clear_session()
+    # Fresh layer names per test; without Python's garbage collection, which
+    # took up to a second per test under TensorFlow.
+    keras.backend.clear_session(free_memory=False)
     yield
 
 
@@ -102,3 +116,22 @@ def skip_unless_dtype_available(dtype):
 
         if not jax.config.jax_enable_x64:
             pytest.skip(f"{dtype} needs jax_enable_x64")
+
+
+# (x shape, mask shape): on eager torch, the unfused path for a small and a
+# broadcast mask, the fused kernels for a large mask of x's shape.
+DROP_SHAPES = [((6, 5, 40), (6, 5, 40)), ((6, 5, 40), (6, 1, 40)), ((6, 64, 48), (6, 64, 48))]
+
+
+def expect_fused_torch_kernels(monkeypatch, x_shape, mask_shape):
+    """On torch, for a mask that takes the fused kernels: a fresh record of
+    where they compiled, to check after the calls that they ran (a failed
+    compile falls back to the unfused path with the same bits). Else None."""
+    if BACKEND != "torch":
+        return None
+    from keras_dropout_variants._backends import torch as fast
+
+    if x_shape != mask_shape or int(np.prod(mask_shape)) < fast._FUSED_MIN_SIZE:
+        return None
+    monkeypatch.setattr(fast, "_FUSED", {})
+    return fast._FUSED

@@ -11,6 +11,7 @@ M3, M4 = np.uint32(0x31848BAB), np.uint32(0xAC4C1B51)
 C = (0x9E3779B9, 0x3C6EF372, 0xDAA66D2B)
 
 
+@np.errstate(over="ignore")
 def mix(x):
     x = np.asarray(x, dtype=np.uint32)
     x = x ^ (x >> np.uint32(16))
@@ -20,8 +21,9 @@ def mix(x):
     return x ^ (x >> np.uint32(16))
 
 
+@np.errstate(over="ignore")  # uint32 arithmetic wraps on purpose
 def key(seed, counter):
-    u = lambda v: np.uint32(v % 2**32)
+    u = lambda v: np.uint32(v % 2**32)  # noqa: E731
     b = u(counter) ^ mix(u(seed + C[0]))
     a = u(seed) ^ mix(b + np.uint32(C[1]))
     b = b ^ mix(a + np.uint32(C[2]))

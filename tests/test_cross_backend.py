@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import reference
+from conftest import skip_unless_all_backends_leg
 
 BACKENDS = ("tensorflow", "jax", "torch")
 MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -75,6 +76,7 @@ np.savez(sys.argv[1], **out)
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
+    skip_unless_all_backends_leg()
     tmp = tmp_path_factory.mktemp("cross_backend")
     got = {}
     for backend in BACKENDS:

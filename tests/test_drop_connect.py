@@ -44,6 +44,19 @@ def test_drop_bias_masks_bias_after_the_kernel_stream():
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mask_per", ["batch", "example"])
+def test_mask_id_selects_the_weight_masks_and_leaves_the_counter(mask_per):
+    x = normal_data((8, 12))
+    dense = fixed_dense(activation="relu")
+    layer = kdv.DropConnect(dense, 0.5, seed=3, drop_bias=True, mask_per=mask_per)
+    kernel, bias = dense.get_weights()
+    expected = np.maximum(to_np(kops.drop_connect(
+        x, kernel, 0.5, bias, drop_bias=True, seed=3, counter=6, mask_per=mask_per)), 0)
+    for mask_id in (6, keras.ops.convert_to_tensor(6, "int32")):
+        np.testing.assert_allclose(to_np(layer(x, training=True, mask_id=mask_id)), expected, rtol=1e-6, atol=1e-6)
+    assert steps_taken(layer) == 0
+
+
 def test_inference_and_rate_zero_equal_the_bare_dense():
     x = normal_data((8, 12))
     dense = fixed_dense(activation="relu")
@@ -256,17 +269,6 @@ def test_gaussian_inference_rate_one_is_the_constant_training_output():
 def test_bad_inference_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kdv.DropConnect(keras.layers.Dense(2), 0.5, **kwargs)
-
-
-def test_engine_normal_draws_are_standard_normal():
-    from keras_dropout_variants import random as kr
-
-    n = 1 << 20
-    z = to_np(kr.normal((n,), 3, 1))
-    # Mean: sd 1/sqrt(n); variance: sd sqrt(2/n); bounds 5 sigma.
-    assert abs(z.mean()) < 5 / np.sqrt(n)
-    assert abs(z.var() - 1) < 5 * np.sqrt(2 / n)
-    np.testing.assert_array_equal(z, to_np(kr.normal((n,), 3, 1)))
 
 
 # mask_per="example": example b uses block b of the step's stream, a

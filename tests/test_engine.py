@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import BACKEND, compiled, gradient, skip_unless_dtype_available, to_np, torch_tensor
+from conftest import (
+    BACKEND,
+    DROP_SHAPES,
+    compiled,
+    expect_fused_torch_kernels,
+    gradient,
+    skip_unless_dtype_available,
+    to_np,
+)
+from keras_dropout_variants import _backends
 from keras_dropout_variants import random as kr
 
 
@@ -190,6 +199,15 @@ def test_top_byte_uniform_chi_square():
     assert chi2 < 255 + 5 * np.sqrt(510), chi2
 
 
+def test_engine_normal_draws_are_standard_normal():
+    n = 1 << 20
+    z = to_np(kr.normal((n,), 3, 1))
+    # Mean: sd 1/sqrt(n); variance: sd sqrt(2/n); bounds 5 sigma.
+    assert abs(z.mean()) < 5 / np.sqrt(n)
+    assert abs(z.var() - 1) < 5 * np.sqrt(2 / n)
+    np.testing.assert_array_equal(z, to_np(kr.normal((n,), 3, 1)))
+
+
 # --- Shards ---
 
 
@@ -267,31 +285,13 @@ def test_compiled_dispatch_path_gives_the_bits_of_the_plain_path(monkeypatch, co
     args = ((33, 65), 0.4, 5, counter, 3)
     fast = to_np(kr.keep_mask(*args))
     fast_tensor = to_np(kr.keep_mask(*args[:3], keras.ops.convert_to_tensor(np.uint32(counter).view(np.int32)), 3))
-    monkeypatch.setattr(kr, "_use_compiled_path", False)
+    monkeypatch.setattr(_backends, "enabled", False)
     plain = to_np(kr.keep_mask(*args))
     np.testing.assert_array_equal(fast, plain)
     np.testing.assert_array_equal(fast_tensor, plain)
     np.testing.assert_array_equal(plain, reference.keep_mask(*args))
 
 
-# (x shape, mask shape): on eager torch, the unfused path for a small and a
-# broadcast mask, the fused kernels for a large mask of x's shape.
-DROP_SHAPES = [((6, 5, 40), (6, 5, 40)), ((6, 5, 40), (6, 1, 40)), ((6, 64, 48), (6, 64, 48))]
-
-
-def expect_fused_torch_kernels(monkeypatch, x_shape, mask_shape):
-    """On torch, for a mask that takes the fused kernels: a fresh record of
-    where they compiled, to check after the calls that they ran (a failed
-    compile falls back to the unfused path with the same bits). Else None."""
-    fused = (
-        BACKEND == "torch"
-        and x_shape == mask_shape
-        and int(np.prod(mask_shape)) >= kr._TORCH_FUSED_MIN
-    )
-    if not fused:
-        return None
-    monkeypatch.setattr(kr, "_TORCH_FUSED", {})
-    return kr._TORCH_FUSED
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
@@ -311,7 +311,7 @@ def test_dispatched_drop_gives_the_bits_of_apply_keep(monkeypatch, dtype, x_shap
         return kr.drop(keras.ops.cast(v, dtype), mask_shape, 0.3, seed=4, counter=7)
 
     def bits(v):  # exact: every dtype here widens to float64 losslessly
-        return to_np(keras.ops.cast(v, "float64")).view(np.uint64)
+        return np.asarray(to_np(v), dtype=np.float64).view(np.uint64)
 
     def grad():  # upstream = weight cast to `dtype`, through the cast back
         return bits(gradient(lambda v: keras.ops.cast(drop(v), "float32"), np.nan_to_num(x), weight))
@@ -320,7 +320,7 @@ def test_dispatched_drop_gives_the_bits_of_apply_keep(monkeypatch, dtype, x_shap
     fast = bits(drop(x)), grad()
     if fused is not None:
         assert fused and all(fused.values()), fused
-    monkeypatch.setattr(kr, "_use_compiled_path", False)
+    monkeypatch.setattr(_backends, "enabled", False)
     plain_y = drop(x)
     plain = bits(plain_y), grad()
     np.testing.assert_array_equal(fast[0], plain[0])
@@ -330,129 +330,6 @@ def test_dispatched_drop_gives_the_bits_of_apply_keep(monkeypatch, dtype, x_shap
     assert not np.signbit(to_np(keras.ops.cast(plain_y, "float32"))[~keep]).any()
 
 
-@pytest.mark.parametrize("x_shape,mask_shape", DROP_SHAPES)
-def test_drop_under_torch_compile_gives_the_eager_bits(monkeypatch, x_shape, mask_shape):
-    # Under torch.compile, `drop` saves the key, not the mask, and redraws the
-    # mask in the backward pass: outputs and gradients must keep the bits of
-    # eager mode, in one graph (fullgraph: no break around the Function).
-    if keras.backend.backend() != "torch":
-        pytest.skip("the torch.compile path of the dispatch")
-    import torch
-
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=x_shape).astype("float32")
-    x.flat[::7], x.flat[1::7], x.flat[2::7] = np.nan, np.inf, -0.0
-    weight = torch_tensor(rng.normal(size=x.shape).astype("float32"))
-
-    def step(v, counter):
-        y = kr.drop(v, mask_shape, 0.3, seed=4, counter=counter)
-        return y, (y * weight).sum()
-
-    def run(fn):
-        v = torch_tensor(x, requires_grad=True)
-        y, loss = fn(v, torch_tensor(7, dtype=torch.int32))
-        loss.backward()
-        return [to_np(t).view(np.uint32) for t in (y, v.grad)]
-
-    fused = expect_fused_torch_kernels(monkeypatch, x_shape, mask_shape)
-    eager = run(step)
-    assert fused is None or (fused and all(fused.values())), fused
-    compiled = run(torch.compile(step, fullgraph=True))
-    np.testing.assert_array_equal(compiled[0], eager[0])
-    np.testing.assert_array_equal(compiled[1], eager[1])
-    keep = np.broadcast_to(reference.keep_mask(mask_shape, 0.3, 4, 7), x.shape)
-    assert (eager[1][~keep] == 0).all() and (eager[1][keep] != 0).all()
-
-
-def test_eager_torch_path_is_never_traced_by_dynamo():
-    # When a compiled region falls back to eager (graph break, recompile
-    # limit), dynamo tries every frame it runs, the eager path's too; their
-    # int views of float tensors would fail in AOTAutograd (seen in a
-    # compiled fit() of five models in one process).
-    if keras.backend.backend() != "torch":
-        pytest.skip("the eager torch path of the dispatch")
-    import torch
-
-    rng = np.random.default_rng(6)
-    x = torch_tensor(rng.normal(size=(8, 40)).astype("float32"))
-    big = torch_tensor(rng.normal(size=(128, 128)).astype("float32"))  # fused kernels
-    keep = reference.keep_mask((8, 40), 0.3, 4, 7)
-    scale = torch_tensor(1 / 0.7)
-    cases = [
-        (kr._torch_masked_scale, (x, torch_tensor(keep.astype(np.int8)).neg_(), scale)),
-        (kr._torch_masked_scale, (x, torch_tensor(keep.astype(np.int32)).neg_(), scale)),
-        (kr._torch_drop, (x, (8, 40), 320, 4, 7, 0, kr.keep_threshold(0.3), 0.3)),
-        (kr._torch_drop, (big, (128, 128), 128 * 128, 4, 7, 0, kr.keep_threshold(0.3), 0.3)),
-    ]
-    for fn, fn_args in cases:
-        eager = fn(*fn_args)
-        compiled = torch.compile(lambda *a: fn(*a) * 1.0)(*fn_args)  # dynamo meets fn
-        np.testing.assert_array_equal(to_np(compiled).view(np.uint32), to_np(eager).view(np.uint32))
-
-
-@pytest.mark.parametrize("keep_words", [True, False], ids=["keep-words", "redraw"])
-def test_fused_torch_backward_gives_the_bits_of_apply_keep(monkeypatch, keep_words):
-    # The fused kernels' backward pass ANDs the words the forward kept (on a
-    # CPU) or redraws the mask (elsewhere); both are forced here on whatever
-    # device Keras uses: the same bits either way, with NaN in the upstream
-    # gradient too.
-    if keras.backend.backend() != "torch":
-        pytest.skip("the eager torch path of the dispatch")
-    import torch
-
-    rng = np.random.default_rng(8)
-    x = rng.normal(size=(128, 130)).astype("float32")
-    x.flat[::7], x.flat[1::7], x.flat[2::7] = np.nan, np.inf, -0.0
-    upstream = torch_tensor(rng.normal(size=x.shape).astype("float32"))
-    upstream.view(-1)[3::11] = float("nan")  # dropped: still exactly 0
-
-    def run():
-        v = torch_tensor(x, requires_grad=True)
-        y = kr.drop(v, x.shape, 0.3, seed=4, counter=7)
-        y.backward(upstream)
-        return [to_np(t).view(np.uint32) for t in (y, v.grad)]
-
-    monkeypatch.setattr(kr, "_TORCH_KEEP_WORDS_ON", (upstream.device.type,) if keep_words else ())
-    fused = expect_fused_torch_kernels(monkeypatch, x.shape, x.shape)
-    fast = run()
-    assert fused and all(fused.values()), fused
-    monkeypatch.setattr(kr, "_use_compiled_path", False)
-    plain = run()
-    np.testing.assert_array_equal(fast[0], plain[0])
-    np.testing.assert_array_equal(fast[1], plain[1])
-
-
-def test_fused_torch_kernels_fall_back_when_they_cannot_compile(monkeypatch):
-    # Eager torch compiles its fused kernels on first use; where that fails
-    # (no C++ compiler, say), `drop` warns once and gives the same bits by
-    # the unfused path. Once they have compiled, an error is not swallowed.
-    if keras.backend.backend() != "torch":
-        pytest.skip("the eager torch path of the dispatch")
-    import torch
-
-    def broken(*args):
-        raise RuntimeError("no compiler here")
-
-    x = torch_tensor(np.random.default_rng(7).normal(size=(128, 130)).astype("float32"))
-    expected = kr._torch_unfused_drop(
-        x, (128, 130), 128 * 130, 4, 7, 0, kr.keep_threshold(0.3), torch_tensor(1 / 0.7)
-    )
-    for name in ("_torch_fused_forward", "_torch_fused_redraw"):
-        monkeypatch.setattr(kr, name, broken)
-    monkeypatch.setattr(kr, "_TORCH_FUSED", {})
-    with pytest.warns(RuntimeWarning, match="could not compile.*no compiler here"):
-        first = kr.drop(x, (128, 130), 0.3, seed=4, counter=7)
-    assert list(kr._TORCH_FUSED.values()) == [False]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        second = kr.drop(x, (128, 130), 0.3, seed=4, counter=7)
-    for y in (first, second):
-        np.testing.assert_array_equal(to_np(y).view(np.uint32), to_np(expected).view(np.uint32))
-    monkeypatch.setattr(kr, "_TORCH_FUSED", {key: True for key in kr._TORCH_FUSED})
-    with pytest.raises(RuntimeError, match="no compiler here"):
-        kr.drop(x, (128, 130), 0.3, seed=4, counter=7)
-
-
 def test_snapshot_keeps_its_value_after_the_variable_is_assigned():
     counter = keras.Variable(3, dtype="int32", trainable=False)
     value = kr.snapshot(counter)
@@ -460,53 +337,22 @@ def test_snapshot_keeps_its_value_after_the_variable_is_assigned():
     assert int(to_np(value)) == 3 and int(to_np(counter)) == 4
 
 
-def torch_cuda_or_skip():
-    if BACKEND != "torch":
-        pytest.skip("torch's devices")
-    import torch
-
-    if not torch.cuda.is_available() or keras.ops.zeros(()).device.type != "cuda":
-        pytest.skip("needs Keras on a CUDA GPU")
-    return torch
 
 
-@pytest.mark.parametrize("shape", [(6, 5, 40), (128, 130)], ids=["unfused", "fused"])
-def test_torch_drop_of_a_tensor_on_another_device_computes_on_keras_device(shape):
-    # `drop` may get a tensor that is not on Keras' device (a CPU tensor while
-    # Keras computes on a GPU): like every keras.ops call, it computes on
-    # Keras' device, with the same bits, for a counter on either device.
-    torch = torch_cuda_or_skip()
-    x = np.random.default_rng(9).normal(size=shape).astype("float32")
-    expected = to_np(kr.drop(torch_tensor(x), shape, 0.3, seed=4, counter=7)).view(np.uint32)
-    for counter in (torch_tensor(7, dtype=torch.int32), torch.tensor(7, dtype=torch.int32)):
-        y = kr.drop(torch.tensor(x), shape, 0.3, seed=4, counter=counter)
-        assert y.device.type == "cuda"
-        np.testing.assert_array_equal(to_np(y).view(np.uint32), expected)
+def test_drop_and_apply_keep_at_rate_one_give_zeros_and_zero_gradients():
+    # Every element dropped: exact +0.0 (no NaN from a 1/0 scale or NaN * 0),
+    # and a zero gradient, whatever `x` holds.
+    x = np.array([[1.5, -2.0, np.nan, np.inf]], "float32")
+    keep = keras.ops.convert_to_tensor(np.array([[True, False, True, False]]))
+    for fn in (
+        lambda v: kr.drop(v, (1, 4), 1.0, seed=3, counter=1),
+        lambda v: kr.apply_keep(v, keep, 1.0),
+    ):
+        y = to_np(fn(x))
+        assert y.dtype == np.float32 and (y.view(np.uint32) == 0).all(), y
+        assert (gradient(fn, np.nan_to_num(x)) == 0).all()
 
 
-def test_eager_torch_training_step_does_not_synchronize_the_gpu():
-    # A blocking host-to-device copy (a Python number made into a tensor)
-    # waits for everything queued on the GPU: in a fit() step of a few ms,
-    # a few of them per layer made DropConnectDense 1.85x Dense on an H100.
-    # The layers' training calls and their gradients must queue work only.
-    torch = torch_cuda_or_skip()
-    import keras_dropout_variants as kdv
-
-    x = torch_tensor(np.random.default_rng(10).normal(size=(64, 200)).astype("float32"))
-    layers = [
-        kdv.Dropout(0.3, seed=1),  # fused kernels
-        kdv.Dropout(0.3, noise_shape=(64, 1), seed=2),  # unfused, broadcast
-        kdv.SeededDropout(0.3, seed=3),
-        kdv.DropConnectDense(300, rate=0.3, seed=4, drop_bias=True),
-    ]
-    for layer in layers:
-        layer(x, training=True)  # builds, compiles the fused kernels
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for layer in layers:
-            layer(x.requires_grad_(), training=True).sum().backward()
-            x.grad = None
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    assert [int(to_np(layer.counter)) for layer in layers] == [2, 2, 2, 2]
+def test_drop_at_rate_zero_returns_its_input():
+    x = keras.ops.convert_to_tensor(np.array([1.0, np.nan, -0.0], "float32"))
+    assert kr.drop(x, (3,), 0.0, seed=3) is x

@@ -1,8 +1,6 @@
 """A small Sequential model with `Dropout`, trained with `fit()` on each backend."""
 
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -56,26 +54,13 @@ def test_sequential_fit_predict_save_reload(tmp_path):
 
 
 def test_readme_examples_run_as_pasted():
+    # In this process, whose Keras already runs the leg's backend: the blocks
+    # import nothing else that depends on it.
     with open(os.path.join(ROOT, "README.md")) as f:
         blocks = [b.split("```", 1)[0] for b in f.read().split("```python\n")[1:]]
     assert len(blocks) >= 2
-    env = dict(os.environ, KERAS_BACKEND=BACKEND)
     for code in blocks:
-        result = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-
-
-def test_quickstart_example_runs():
-    env = dict(os.environ, KERAS_BACKEND=BACKEND)
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--epochs", "2"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"backend: {BACKEND}" in result.stdout
-    assert "predictions deterministic: True" in result.stdout
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
 
 
 def test_compiled_fit_takes_the_same_steps_as_eager_fit():

@@ -1,16 +1,12 @@
 import keras
 
-from keras_dropout_variants import ops as kdv_ops
-from keras_dropout_variants import random as kdv_random
-from keras_dropout_variants.layers.dropout import (
-    add_step_counter,
-    draw_seed,
-    with_step_counter,
-)
+from keras_dropout_variants import _checks
+from keras_dropout_variants import ops as _ops
+from keras_dropout_variants.layers.base import StochasticLayer
 
 
 @keras.saving.register_keras_serializable(package="keras_dropout_variants")
-class DropConnect(keras.layers.Wrapper):
+class DropConnect(StochasticLayer, keras.layers.Wrapper):
     """Drops weights of a wrapped `Dense` layer in training (DropConnect).
 
     Wan, Zeiler, Zhang, LeCun and Fergus (ICML 2013): in training, each weight
@@ -54,9 +50,13 @@ class DropConnect(keras.layers.Wrapper):
     Call arguments:
         inputs: Floating-point tensor `(..., in)`.
         training: Python boolean: whether to drop weights.
+        mask_id: Optional int in `[0, 2**32)` or integer scalar tensor: use
+            the weight masks number `mask_id` of the seed instead of the
+            step counter's, which is then neither used nor advanced.
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> import keras_dropout_variants as kdv
     >>> layer = kdv.DropConnect(keras.layers.Dense(4, activation="relu"), 0.5, seed=1)
@@ -78,11 +78,7 @@ class DropConnect(keras.layers.Wrapper):
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Dense):
-            raise ValueError(
-                "Invalid value received for argument `layer`: DropConnect "
-                "wraps a `keras.layers.Dense` (a layer with a `kernel`). "
-                f"Received: layer={layer!r}"
-            )
+            raise _checks.invalid(ValueError, "layer", "a `keras.layers.Dense`", layer)
         if layer.quantization_mode is not None:
             raise ValueError(
                 "DropConnect cannot drop the weights of a quantized Dense: "
@@ -91,64 +87,50 @@ class DropConnect(keras.layers.Wrapper):
             )
         # Compute in the wrapped layer's dtype policy, as it would alone.
         kwargs.setdefault("dtype", layer.dtype_policy)
-        super().__init__(layer, **kwargs)
-        self.rate = kdv_random.check_rate(rate)
-        self.seed = draw_seed() if seed is None else kdv_random.check_seed(seed)
-        if not isinstance(drop_bias, bool):
-            raise TypeError(
-                "Invalid value received for argument `drop_bias`: expected "
-                f"a bool. Received: drop_bias={drop_bias!r}"
-            )
-        self.drop_bias = drop_bias
-        self.mask_per = kdv_ops.check_mask_per(mask_per)
-        if inference not in ("mean", "gaussian"):
-            raise ValueError(
-                "Invalid value received for argument `inference`: expected "
-                f"'mean' or 'gaussian'. Received: inference={inference!r}"
-            )
-        self.inference = inference
-        self.num_samples = kdv_ops.check_num_samples(num_samples)
-        self.counter = add_step_counter(self)
+        super().__init__(layer, seed=seed, **kwargs)
+        self.rate = _checks.rate(rate)
+        self.drop_bias = _checks.boolean(drop_bias, "drop_bias")
+        self.mask_per = _checks.one_of(mask_per, "mask_per", ("batch", "example"))
+        self.inference = _checks.one_of(inference, "inference", ("mean", "gaussian"))
+        self.num_samples = _checks.positive_int(num_samples, "num_samples")
 
-    def call(self, inputs, training=False):
+    def _draws_masks(self):
+        return self.rate > 0.0
+
+    def _bias(self):
+        return self.layer.bias if self.layer.use_bias else None
+
+    def _inference(self, inputs):
         dense = self.layer
-        if self.rate == 0.0 or (not training and self.inference == "mean"):
+        if self.inference == "mean" or self.rate == 0.0:
             return dense(inputs)
-        kdv_ops.check_floating(inputs)
-        bias = dense.bias if dense.use_bias else None
-        if not training:
-            # Fixed draws (counter 0): inference stays deterministic.
-            return kdv_ops.drop_connect_gaussian(
-                inputs, dense.kernel, self.rate, bias, self.drop_bias,
-                activation=dense.activation, num_samples=self.num_samples,
-                seed=self.seed,
-            )
-        return with_step_counter(
-            self,
-            lambda counter: dense.activation(
-                kdv_ops.drop_connect(
-                    inputs, dense.kernel, self.rate, bias, self.drop_bias,
-                    seed=self.seed, counter=counter, mask_per=self.mask_per,
-                )
-            ),
+        _checks.floating(inputs)
+        # Fixed draws (counter 0): inference stays deterministic.
+        return _ops.drop_connect_gaussian(
+            inputs, dense.kernel, self.rate, self._bias(), self.drop_bias,
+            activation=dense.activation, num_samples=self.num_samples, seed=self.seed,
         )
+
+    def _training(self, inputs, counter):
+        dense = self.layer
+        outputs = _ops.drop_connect(
+            inputs, dense.kernel, self.rate, self._bias(), self.drop_bias,
+            seed=self.seed, counter=counter, mask_per=self.mask_per,
+        )
+        return dense.activation(outputs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "rate": self.rate,
-                "seed": self.seed,
-                "drop_bias": self.drop_bias,
-                "mask_per": self.mask_per,
-                "inference": self.inference,
-                "num_samples": self.num_samples,
-            }
-        )
-        return config
+        return {
+            **super().get_config(),
+            "rate": self.rate,
+            "drop_bias": self.drop_bias,
+            "mask_per": self.mask_per,
+            "inference": self.inference,
+            "num_samples": self.num_samples,
+        }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -177,9 +159,13 @@ class DropConnectDense(DropConnect):
     Call arguments:
         inputs: Floating-point tensor `(..., in)`.
         training: Python boolean: whether to drop weights.
+        mask_id: Optional int in `[0, 2**32)` or integer scalar tensor: use
+            the weight masks number `mask_id` of the seed instead of the
+            step counter's, which is then neither used nor advanced.
 
     Example:
 
+    >>> import keras
     >>> import keras_dropout_variants as kdv
     >>> model = keras.Sequential([
     ...     keras.Input((8,)),

@@ -1,48 +1,12 @@
-import random as python_random
-
 import keras
-from keras import ops
 
-from keras_dropout_variants import ops as kdv_ops
-from keras_dropout_variants import random as kdv_random
-
-
-def draw_seed():
-    """A seed from Python's `random`, as Keras does for `seed=None`.
-
-    So `keras.utils.set_random_seed(n)` makes unseeded layers reproducible.
-    """
-    return python_random.randint(0, 2**32 - 1)
-
-
-def add_step_counter(layer):
-    """The layer's step counter: a saved, non-trainable int32 weight.
-
-    It selects each training call's mask and advances once per call; being a
-    weight, it travels with `model.save` and `save_weights`.
-    """
-    return layer.add_weight(
-        name="counter", shape=(), dtype="int32", initializer="zeros", trainable=False
-    )
-
-
-def with_step_counter(layer, compute):
-    """`compute(counter)` with the layer's current step, then advances it.
-
-    `counter` is a snapshot: a backward pass that redraws the mask after the
-    assignment (a custom gradient, or a compiler's recomputation) still sees
-    this step's value.
-    """
-    counter = kdv_random.snapshot(layer.counter)
-    outputs = compute(counter)
-    # `+ 1` would make the 1 a new tensor: on torch, a host-to-device copy
-    # that waits for the GPU.
-    layer.counter.assign(ops.add(counter, ops.ones_like(counter)))
-    return outputs
+from keras_dropout_variants import _checks
+from keras_dropout_variants import ops as _ops
+from keras_dropout_variants.layers.base import StochasticLayer
 
 
 @keras.saving.register_keras_serializable(package="keras_dropout_variants")
-class Dropout(keras.layers.Layer):
+class Dropout(StochasticLayer):
     """Applies dropout to the input, with masks identical on every backend.
 
     A drop-in for `keras.layers.Dropout`: same arguments, config keys and
@@ -57,10 +21,13 @@ class Dropout(keras.layers.Layer):
     selects each mask is a non-trainable int32 weight of the layer
     (`layer.counter`): it advances once per training call, also inside a
     compiled `fit()`, and is saved with the model, so a reloaded model goes on
-    with the next mask instead of replaying the first ones. With `seed=None`
-    a seed is drawn at construction from Python's `random` (so
-    `keras.utils.set_random_seed` makes it reproducible) and is kept in the
-    config.
+    with the next mask instead of replaying the first ones. Being a weight,
+    it appears in `layer.weights` and `model.get_weights()`: weights taken
+    from a model built with `keras.layers.Dropout` do not fit
+    `set_weights` of the same model built with this layer (one more array
+    per layer). With `seed=None` a seed is drawn at construction from
+    Python's `random` (so `keras.utils.set_random_seed` makes it
+    reproducible) and is kept in the config.
 
     Args:
         rate: Float between 0 and 1. Fraction of the input units to drop.
@@ -73,12 +40,18 @@ class Dropout(keras.layers.Layer):
         **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        inputs: Floating-point input tensor of any rank.
+        inputs: Input tensor of any rank: floating-point in training;
+            at inference any dtype passes through untouched.
         training: Python boolean: whether to apply dropout (training mode)
             or return the input unchanged (inference mode).
+        mask_id: Optional int in `[0, 2**32)` or integer scalar tensor:
+            apply mask number `mask_id` of the seed instead of the step
+            counter's, which is then neither used nor advanced (see
+            `SeededDropout`).
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> import keras_dropout_variants as kdv
     >>> layer = kdv.Dropout(0.5, seed=42)
@@ -91,39 +64,16 @@ class Dropout(keras.layers.Layer):
     """
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.rate = kdv_random.check_rate(rate)
-        self.noise_shape = kdv_ops.check_noise_shape(noise_shape)
-        self.seed = draw_seed() if seed is None else kdv_random.check_seed(seed)
+        super().__init__(seed=seed, **kwargs)
+        self.rate = _checks.rate(rate)
+        self.noise_shape = _checks.noise_shape(noise_shape)
         self.supports_masking = True
-        self.counter = add_step_counter(self)
-        self.built = True
 
-    def call(self, inputs, training=False):
-        return self._dropout(inputs, training)
+    def _draws_masks(self):
+        return self.rate > 0.0
 
-    def _dropout(self, inputs, training, mask_id=None):
-        """Applies the mask `mask_id`, or the step counter's and advances it."""
-        kdv_ops.check_floating(inputs)
-        if not training or self.rate == 0.0:
-            return inputs
-        if mask_id is not None:
-            return kdv_ops.dropout(
-                inputs, self.rate, self.noise_shape, seed=self.seed, counter=mask_id
-            )
-        return with_step_counter(
-            self,
-            lambda counter: kdv_ops.dropout(
-                inputs, self.rate, self.noise_shape, seed=self.seed, counter=counter
-            ),
-        )
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def _training(self, inputs, counter):
+        return _ops.dropout(inputs, self.rate, self.noise_shape, seed=self.seed, counter=counter)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {"rate": self.rate, "seed": self.seed, "noise_shape": self.noise_shape}
-        )
-        return config
+        return {**super().get_config(), "rate": self.rate, "noise_shape": self.noise_shape}

@@ -1,6 +1,6 @@
 import keras
 
-from keras_dropout_variants import random as kdv_random
+from keras_dropout_variants import _checks
 from keras_dropout_variants.layers.dropout import Dropout
 
 
@@ -24,9 +24,11 @@ class SeededDropout(Dropout):
     `SeedGenerator` that is not saved, so a resumed run replays its first
     masks.)
 
-    Everything else is `Dropout`'s: inverted scaling by `1 / (1 - rate)`,
-    `noise_shape` broadcasting, exact zeros for dropped NaN or inf, dtype
-    policy, serialization and errors.
+    It is `Dropout` with a required seed: a mask id names a mask only
+    together with a seed the user chose (every layer of the package takes
+    `mask_id`). Everything else is `Dropout`'s: inverted scaling by
+    `1 / (1 - rate)`, `noise_shape` broadcasting, exact zeros for dropped NaN
+    or inf, dtype policy, serialization and errors.
 
     Args:
         rate: Float between 0 and 1. Fraction of the input units to drop.
@@ -44,6 +46,7 @@ class SeededDropout(Dropout):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> import keras_dropout_variants as kdv
     >>> layer = kdv.SeededDropout(0.5, seed=7)
@@ -73,10 +76,4 @@ class SeededDropout(Dropout):
     """
 
     def __init__(self, rate, seed, noise_shape=None, **kwargs):
-        seed = kdv_random.check_seed(seed)
-        super().__init__(rate, noise_shape=noise_shape, seed=seed, **kwargs)
-
-    def call(self, inputs, training=False, mask_id=None):
-        if mask_id is not None:
-            mask_id = kdv_random.check_word(mask_id, "mask_id")
-        return self._dropout(inputs, training, mask_id)
+        super().__init__(rate, noise_shape=noise_shape, seed=_checks.seed(seed), **kwargs)

@@ -1,0 +1,44 @@
+"""Backend fast paths of the engine, chosen in one table.
+
+`keras_dropout_variants.random` computes everything in plain `keras.ops`.
+A backend may replace some of its steps with a faster implementation of the
+same integer function, in its own module here, which may import its backend
+library (and is imported only when Keras runs on that backend). A module
+defines any of these functions, with the arguments the engine has checked:
+
+- `keep_mask(size, seed, counter, offset, threshold)`: the flat bool keep
+  mask of elements 0..size-1 (`random._flat_keep`);
+- `drop(x, shape, size, seed, counter, offset, threshold, rate)`: dropout of
+  `x` with the keep mask of `shape`, for `0 < rate < 1`;
+- `snapshot(value)`: a copy of `value` that later assignments cannot change.
+
+Every fast path gives the bits of the plain path: `tests/test_engine.py`
+compares them with `enabled` switched off, and `tests/test_torch_engine.py`
+covers the torch-specific ones.
+"""
+
+import importlib
+
+import keras
+
+# Keras backend name -> module of this package with its fast paths.
+_TABLE = {
+    "tensorflow": "keras_dropout_variants._backends.tensorflow",
+    "jax": "keras_dropout_variants._backends.jax",
+    "torch": "keras_dropout_variants._backends.torch",
+}
+
+# False: every call takes the plain keras.ops path (tests compare the two).
+enabled = True
+
+_modules = {}
+
+
+def fast_path(name):
+    """The running backend's function `name`, or None for the plain path."""
+    if not enabled:
+        return None
+    backend = keras.backend.backend()
+    if backend not in _modules:
+        _modules[backend] = importlib.import_module(_TABLE[backend]) if backend in _TABLE else None
+    return getattr(_modules[backend], name, None)

@@ -1,0 +1,408 @@
+"""PyTorch fast paths: in-place hashing, fused kernels, an opaque snapshot.
+
+Eager torch runs each keras.ops call as a separate pass over memory into a
+fresh tensor, so the plain hash makes about 20 passes and pays the page
+faults of every fresh multi-MiB CPU tensor. Three paths replace it:
+
+- Unfused (`keep_mask`, and `drop` of small or broadcast masks): the engine's
+  steps evaluated with in-place torch arithmetic (`_InPlaceWords`) in reused
+  scratch chunks. `drop` then ANDs the bits of `x * scale` with int words
+  (-1 keep, 0 drop) instead of selecting with `torch.where`, whose CPU
+  kernel branches per element and costs more than drawing the mask.
+- Fused (eager `drop` with a mask of x's shape and at least
+  `_FUSED_MIN_SIZE` elements): one kernel draws and applies the mask, built
+  by torch.compile (Inductor) from the engine's keras.ops code once per
+  device and dtype (the size is symbolic). See `_FusedDrop` for its
+  backward pass. Where it cannot compile (no C++ compiler, say), a warning
+  says so and the unfused path runs instead.
+- Under torch.compile the plain keras.ops path is traced, except `drop`,
+  which runs in `_FusedDrop` so that the backward pass redraws the mask from
+  the saved key instead of storing a bool mask (the partitioner's default,
+  and Inductor writes bools slowly).
+
+Every path computes the engine's integer function, so all give the same
+bits; `tests/test_engine.py` and `tests/test_torch_engine.py` check it.
+
+Global state, all bounded: scratch buffers per thread and device (at most
+`3 * 4 * _CHUNK` bytes = 12 MiB each, freed when their thread ends), and
+small caches of constants keyed by (value, dtype, device).
+"""
+
+import functools
+import math
+import threading
+import warnings
+
+import torch
+from keras import ops
+
+from keras_dropout_variants import random as _random
+
+_i32 = _random._i32
+_U32 = _random._U32
+
+
+class _Words:
+    """The engine's word arithmetic with raw torch ops: keras.ops' per-call
+    overhead on the 0-d tensors of a key costs more than hashing a
+    784x512 mask."""
+
+    @staticmethod
+    def add(a, b):
+        if isinstance(a, int):
+            a, b = b, a
+        return a.add(_i32(b) if isinstance(b, int) else b)
+
+    @staticmethod
+    def xor(a, b):
+        if isinstance(a, int):
+            a, b = b, a
+        return a.bitwise_xor(_i32(b) if isinstance(b, int) else b)
+
+    @staticmethod
+    def mul(a, c):
+        return a.mul(_i32(c))
+
+    @staticmethod
+    def xorshift(a, k):
+        return a.bitwise_xor(torch.bitwise_right_shift(a, k).bitwise_and_((1 << (32 - k)) - 1))
+
+
+class _InPlaceWords:
+    """The word arithmetic in place on int32 tensors, with `tmp` as scratch:
+    each step overwrites its first argument."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+
+    def add(self, a, b):
+        return a.add_(_i32(b) if isinstance(b, int) else b)
+
+    def xor(self, a, b):
+        return a.bitwise_xor_(_i32(b) if isinstance(b, int) else b)
+
+    def mul(self, a, c):
+        return a.mul_(_i32(c))
+
+    def xorshift(self, a, k):
+        torch.bitwise_right_shift(a, k, out=self.tmp)
+        return a.bitwise_xor_(self.tmp.bitwise_and_((1 << (32 - k)) - 1))
+
+
+def _key(seed, counter):
+    """The engine's key. A counter on the CPU is read (no device sync) and
+    the key computed in Python; one on a GPU stays there."""
+    if isinstance(counter, torch.Tensor) and counter.device.type == "cpu":
+        counter = int(counter) % _U32
+    if isinstance(counter, int):
+        return _random._key(seed, counter)
+    return _random._key(seed, counter, _Words)
+
+
+def _add_words(a, b):
+    """`a + b` mod 2**32 for ints and int32 tensors. A Python int joins a
+    tensor as a kernel argument: made into a tensor, it would be a blocking
+    host-to-device copy, which waits for everything queued on a GPU."""
+    if isinstance(a, int) and isinstance(b, int):
+        return (a + b) % _U32
+    return _Words.add(a, b)
+
+
+# Masks are hashed in chunks of `_CHUNK` elements in reused int32 scratch
+# buffers: fresh multi-MiB CPU tensors come from mmap, and their page faults
+# cost more than the arithmetic. 2**20 was chosen by timing the hash of
+# masks of one to two million elements with chunks of 2**16 to 2**20
+# elements (larger chunks were faster: fewer Python-level calls per element)
+# and keeps the scratch at 12 MiB per thread and device.
+_CHUNK = 1 << 20
+_scratch = threading.local()  # freed with its thread
+
+
+def _scratch_buffers(device):
+    """(indices 0..chunk-1, h, tmp) for this thread and `device`."""
+    buffers = getattr(_scratch, "by_device", None)
+    if buffers is None:
+        buffers = _scratch.by_device = {}
+    if device not in buffers:
+        indices = torch.arange(_CHUNK, dtype=torch.int32, device=device)
+        buffers[device] = (indices, torch.empty_like(indices), torch.empty_like(indices))
+    return buffers[device]
+
+
+@torch.compiler.disable  # see `_Drop`
+def _keep(size, seed, counter, offset, threshold, dtype, device=None):
+    """The keep decision of elements 0..size-1 as a new flat tensor of
+    `dtype`: bool, or an integer dtype, 1 (keep) / 0 (drop), on `device`
+    (by default the key's, or Keras' device)."""
+    k0, k1 = _key(seed, counter)
+    base = _add_words(k0, offset)
+    if device is None:
+        tensors = [w for w in (base, k1) if isinstance(w, torch.Tensor)]
+        device = tensors[0].device if tensors else ops.zeros(()).device  # Keras' device
+    base, k1 = (w.to(device) if isinstance(w, torch.Tensor) else w for w in (base, k1))
+    indices, h, tmp = _scratch_buffers(device)
+    limit = _random._limit(threshold)
+    out = torch.empty(size, dtype=dtype, device=device)
+    for start in range(0, size, _CHUNK):
+        n = min(_CHUNK, size - start)
+        hn, tn = h[:n], tmp[:n]
+        if isinstance(base, int):
+            torch.add(indices[:n], _i32(base + start), out=hn)
+        else:
+            torch.add(indices[:n], base, out=hn).add_(_i32(start))
+        _random._element_hash(hn, k1, _InPlaceWords(tn))
+        # Comparing into int32 and converting is faster than into bool.
+        torch.lt(hn, limit, out=tn)
+        out[start:start + n].copy_(tn)
+    return out
+
+
+def keep_mask(size, seed, counter, offset, threshold):
+    if torch.compiler.is_compiling():
+        return _random._flat_keep(size, seed, counter, offset, threshold)
+    return _keep(size, seed, counter, offset, threshold, torch.bool)
+
+
+# The signed integer dtype of each float dtype's width, to mask its bits.
+_BITS = {
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
+
+# Smallest mask that eager `drop` hands to the fused kernels: below it, the
+# compiled call's fixed cost (guards, launch) is most of the work. Chosen by
+# timing both paths on flat float32 masks of 2**10 to 2**18 elements on a
+# CPU: they cost about the same up to 2**12-2**13 elements, and the fused
+# kernel pulls ahead above.
+_FUSED_MIN_SIZE = 1 << 14
+# (device type, dtype) -> whether the fused kernels compiled there: one
+# entry per kind of device and float dtype.
+_FUSED = {}
+# Device types whose fused forward pass keeps the keep words for the
+# backward pass instead of redrawing the mask there (see `_FusedDrop`).
+_KEEP_WORDS_ON = ("cpu",)
+
+
+def _redraws(device):
+    """Whether fused kernels on `device` redraw the mask in the backward pass
+    (else the forward pass keeps the keep words)."""
+    return device.type not in _KEEP_WORDS_ON
+
+
+def drop(x, shape, size, seed, counter, offset, threshold, rate):
+    if torch.compiler.is_compiling():
+        base, k1 = _random._stream_key(seed, counter, offset)
+        words = ops.stack([_random._as_word(w) for w in (base, k1, _random._limit(threshold))])
+        return _FusedDrop.apply(x, words, _random._scale(x, rate), tuple(shape))
+    if x.dtype not in _BITS:  # no integer view of its width: select
+        keep = ops.reshape(keep_mask(size, seed, counter, offset, threshold), shape)
+        return _random._apply_scale(x, keep, _random._scale(x, rate))
+    return _eager_drop(x, shape, size, seed, counter, offset, threshold, rate)
+
+
+@functools.lru_cache(maxsize=256)
+def _constant_words(words, device):
+    return torch.tensor(words, dtype=torch.int32, device=device)
+
+
+def _stacked_words(words, device):
+    """The engine words `words` (ints or 0-d int tensors) as one int32 tensor
+    on `device`. A Python int becomes a fill of a tensor already there, and
+    words that are all ints are cached, so that no call makes a blocking
+    host-to-device copy."""
+    tensors = [w for w in words if isinstance(w, torch.Tensor)]
+    if not tensors:
+        return _constant_words(tuple(_i32(w) for w in words), device)
+    like = tensors[0].to(device=device, dtype=torch.int32)
+    return torch.stack([like.new_full((), _i32(w)) if isinstance(w, int) else w.to(like) for w in words])
+
+
+@functools.lru_cache(maxsize=256)
+def _scale(rate, dtype, device):
+    """1 / (1 - rate) as a cached 0-d tensor: made anew on every call, it
+    would be a blocking host-to-device copy on a GPU."""
+    return torch.tensor(1.0 / (1.0 - rate), dtype=dtype, device=device)
+
+
+@torch.compiler.disable  # see `_Drop`
+def _eager_drop(x, shape, size, seed, counter, offset, threshold, rate):
+    """`drop` on eager torch: the fused kernels for a large mask of x's
+    shape, else the unfused path."""
+    scale = _scale(rate, x.dtype, x.device)
+    fused = (x.device.type, x.dtype)
+    if size >= _FUSED_MIN_SIZE and tuple(shape) == tuple(x.shape) and _FUSED.get(fused, True):
+        limit = _random._limit(threshold)
+        if _redraws(x.device):
+            # The kernel derives the key itself: a key derived from a counter
+            # on a GPU would take some 30 launches of 0-d ops.
+            words = _stacked_words((seed, counter, offset, limit), x.device)
+        else:
+            k0, k1 = _key(seed, counter)
+            words = _stacked_words((_add_words(k0, offset), k1, limit), x.device)
+        try:
+            out = _FusedDrop.apply(x, words, scale, tuple(shape))
+        except Exception as error:  # noqa: BLE001 - any failure to build the kernel
+            if fused in _FUSED:  # it compiled before: a real error
+                raise
+            _FUSED[fused] = False
+            warnings.warn(
+                f"keras_dropout_variants could not compile its fused dropout kernel "
+                f"for {fused[1]} on {fused[0]} ({type(error).__name__}: {error}). "
+                "Eager torch uses the slower unfused path there.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            _FUSED[fused] = True
+            return out
+    return _unfused_drop(x, shape, size, seed, counter, offset, threshold, scale)
+
+
+def _unfused_drop(x, shape, size, seed, counter, offset, threshold, scale):
+    """The bits of `x * scale` ANDed with int words (-1 keep, 0 drop), so a
+    dropped element is +0.0 whatever `x` held. The words are kept as int8
+    (one byte each, like a bool mask) for the backward pass, which masks the
+    upstream gradient the same way."""
+    words = _keep(size, seed, counter, offset, threshold, torch.int8, x.device)
+    words = words.neg_().reshape(shape)
+    return _Drop.apply(x, words, scale)
+
+
+@torch.compiler.disable  # see `_Drop`
+def _masked_scale(v, words, scale):
+    """`v * scale` ANDed with the integer `words` (-1 or 0) converted to v's
+    width. Mixed-width in-place ops would convert full-size `words` into a
+    fresh full-size tensor, so those are converted chunk by chunk in a
+    scratch buffer, and the output is written chunk by chunk."""
+    bits = _BITS[v.dtype]
+    if words.shape != v.shape or words.element_size() == v.element_size():
+        out = torch.mul(v, scale)
+        out.view(bits).bitwise_and_(words.to(bits))
+        return out
+    out = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    flat_v, flat_out, flat_words = v.reshape(-1), out.view(-1), words.reshape(-1)
+    wide = _scratch_buffers(v.device)[1].view(bits)
+    for start in range(0, len(flat_v), len(wide)):
+        stop = min(start + len(wide), len(flat_v))
+        w = wide[: stop - start].copy_(flat_words[start:stop])
+        torch.mul(flat_v[start:stop], scale, out=flat_out[start:stop])
+        flat_out[start:stop].view(bits).bitwise_and_(w)
+    return out
+
+
+class _Drop(torch.autograd.Function):
+    """Dropout by int words, for the unfused path.
+
+    This and the other eager functions are `torch.compiler.disable`d: when a
+    compiled region falls back to eager (a graph break, the recompile
+    limit), dynamo tries each frame it then runs, this backward pass too,
+    and their in-place int views of float tensors fail in AOTAutograd.
+    """
+
+    @staticmethod
+    def forward(ctx, x, words, scale):
+        ctx.save_for_backward(words, scale)
+        return _masked_scale(x, words, scale)
+
+    @staticmethod
+    def backward(ctx, upstream):
+        words, scale = ctx.saved_tensors
+        return _masked_scale(upstream, words, scale), None, None
+
+
+def _redrawn(v, words, scale, shape):
+    """`_apply_scale(v, keep, scale)` with the keep mask of `shape` drawn
+    from `words` = (base, k1, limit), an int32 tensor."""
+    keep = _random._keep_from_key(math.prod(shape), words[0], words[1], words[2])
+    return _random._apply_scale(v, ops.reshape(keep, shape), scale)
+
+
+def _drawn_and_words(v, words, scale):
+    """`_redrawn` on a flat tensor, and its keep words (-1 keep, 0 drop) as
+    int32: Inductor's CPU code writes narrower ints slowly."""
+    keep = _random._keep_from_key(v.shape[0], words[0], words[1], words[2])
+    return _random._apply_scale(v, keep, scale), ops.negative(ops.cast(keep, "int32"))
+
+
+def _redrawn_from_counter(v, words, scale):
+    """`_redrawn` on a flat tensor, with words = (seed, counter, offset,
+    limit): the key is derived inside the kernel."""
+    k0, k1 = _random._key(words[0], words[1])
+    keep = _random._keep_from_key(v.shape[0], ops.add(k0, words[2]), k1, words[3])
+    return _random._apply_scale(v, keep, scale)
+
+
+# Eager torch's fused kernels, on flat tensors, compiled on first use per
+# device and dtype (`dynamic`: one kernel for every size).
+_fused_redraw = torch.compile(_redrawn_from_counter, dynamic=True, fullgraph=True)
+_fused_forward = torch.compile(_drawn_and_words, dynamic=True, fullgraph=True)
+
+
+class _FusedDrop(torch.autograd.Function):
+    """`drop` whose passes each draw and apply the mask in one kernel.
+
+    Under torch.compile it is traced into the caller's graph, saves the key
+    words and redraws the mask in the backward pass. In eager mode the
+    kernels are compiled on their own. On a CPU, where the hash is
+    compute-bound and redrawing the mask costs about three times as much as
+    ANDing saved words, the forward kernel also writes the keep words (4
+    bytes per element, until the backward pass ANDs them in); on other
+    devices the backward pass redraws the mask.
+
+    `words`: (base, k1, limit) under torch.compile and for the CPU's
+    kernels; (seed, counter, offset, limit) for the eager redrawing kernel,
+    which derives the key itself (see `_eager_drop`).
+    """
+
+    @staticmethod
+    def forward(ctx, x, words, scale, shape):
+        ctx.shape = shape
+        ctx.redraw = _redraws(x.device) or torch.compiler.is_compiling()
+        if torch.compiler.is_compiling():
+            # An opaque copy: the backward's mask is then not the forward's
+            # (a common subexpression), which the partitioner would save.
+            ctx.save_for_backward(_opaque_copy(words), scale)
+            return _redrawn(x, words, scale, shape)
+        flat = x.detach().reshape(-1)
+        if ctx.redraw:
+            ctx.save_for_backward(words, scale)
+            return _fused_redraw(flat, words, scale).view(shape)
+        out, keep = _fused_forward(flat, words, scale)
+        ctx.save_for_backward(keep.view(shape), scale)
+        return out.view(shape)
+
+    @staticmethod
+    def backward(ctx, upstream):
+        saved, scale = ctx.saved_tensors
+        if not ctx.redraw:
+            grad = _masked_scale(upstream, saved, scale)
+        elif torch.compiler.is_compiling():
+            grad = _redrawn(upstream, saved, scale, ctx.shape)
+        else:
+            grad = _fused_redraw(upstream.detach().reshape(-1), saved, scale)
+            grad = grad.view(ctx.shape)
+        return grad, None, None, None
+
+
+# Defined at import: a custom op defined inside a compiled region would
+# break dynamo's graph.
+@torch.library.custom_op("keras_dropout_variants::snapshot", mutates_args=())
+def _opaque_copy(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+@_opaque_copy.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+def snapshot(value):
+    """A clone is not enough under torch.compile, whose partitioner may
+    recompute a mask in the backward pass from the graph input, after the
+    assignment, and so differentiate through the next mask: there the copy
+    is an opaque custom op, whose output is saved instead."""
+    if not torch.compiler.is_compiling():  # eager autograd recomputes nothing
+        return ops.copy(value)
+    return _opaque_copy(ops.convert_to_tensor(value))

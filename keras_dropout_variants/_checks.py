@@ -1,0 +1,140 @@
+"""Argument checks shared by `random`, `ops` and `layers`, with one wording.
+
+Every message has Keras' form: "`name` must be <what>. Received: name=<value>",
+so a user reads which argument was wrong and what it held. Each check returns
+the value normalized (a Python int or float, a tuple), so configs stay
+JSON-serializable whatever NumPy scalar came in.
+"""
+
+import numbers
+
+import keras
+from keras import ops
+
+U32 = 1 << 32  # engine words are unsigned 32-bit
+
+
+def _shown(value):
+    if _is_tensor(value):
+        dtype = keras.backend.standardize_dtype(value.dtype)
+        return f"a tensor of shape {tuple(value.shape)} and dtype {dtype}"
+    return repr(value)
+
+
+def invalid(error, name, expected, value):
+    """The package's one wording for a bad argument: `error` naming it."""
+    return error(f"`{name}` must be {expected}. Received: {name}={_shown(value)}")
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_tensor(value):
+    return isinstance(value, (keras.Variable, keras.KerasTensor)) or (
+        ops.is_tensor(value) or hasattr(value, "__array__")
+    )
+
+
+def rate(value, name="rate"):
+    """`value` as a Python float in [0, 1]."""
+    expected = "a float in [0, 1]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise invalid(TypeError, name, expected, value)
+    if not 0.0 <= value <= 1.0:  # False for NaN too.
+        raise invalid(ValueError, name, expected, float(value))
+    return float(value)
+
+
+def seed(value, name="seed"):
+    """`value` as a Python int in [0, 2**32): a seed, or any engine word."""
+    expected = "a Python integer in [0, 2**32)"
+    if not _is_int(value):
+        raise invalid(TypeError, name, expected, value)
+    if not 0 <= value < U32:
+        raise invalid(ValueError, name, expected, int(value))
+    return int(value)
+
+
+def word(value, name):
+    """An int in [0, 2**32), or an integer scalar tensor cast to int32.
+
+    Casting wraps modulo 2**32: an int64 counter keeps its low word.
+    """
+    if _is_int(value):
+        return seed(value, name)
+    if not _is_tensor(value):
+        raise invalid(TypeError, name, "an integer in [0, 2**32) or an integer scalar tensor", value)
+    if "int" not in keras.backend.standardize_dtype(value.dtype):
+        raise invalid(TypeError, name, "an integer scalar", value)
+    if tuple(value.shape) != ():
+        raise invalid(ValueError, name, "an integer scalar", value)
+    return ops.cast(value, "int32")
+
+
+def positive_int(value, name):
+    """`value` as a positive Python int."""
+    if not _is_int(value) or value < 1:
+        raise invalid(ValueError, name, "a positive integer", value)
+    return int(value)
+
+
+def boolean(value, name):
+    if not isinstance(value, bool):
+        raise invalid(TypeError, name, "a bool", value)
+    return value
+
+
+def one_of(value, name, options):
+    """`value` if it is one of the strings `options`."""
+    if not isinstance(value, str) or value not in options:
+        expected = " or ".join(repr(o) for o in options)
+        raise invalid(ValueError, name, expected, value)
+    return value
+
+
+def shape(value, name="shape"):
+    """A tuple of non-negative ints; dynamic (traced) dims may be scalar tensors."""
+    expected = "a tuple of non-negative integers"
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise invalid(TypeError, name, expected, value)
+    value = tuple(value)
+    for dim in value:
+        if _is_int(dim):
+            if dim < 0:
+                raise invalid(ValueError, name, expected, value)
+        elif not _is_tensor(dim):
+            raise invalid(TypeError, name, expected, value)
+    return tuple(int(d) if _is_int(d) else d for d in value)
+
+
+def noise_shape(value):
+    """`None`, or a tuple of positive Python ints and `None`s.
+
+    As Keras 3.13+ validates `noise_shape` at construction, except that NumPy
+    integers are accepted (and converted).
+    """
+    if value is None:
+        return None
+    expected = "a tuple of positive integers or None"
+    if isinstance(value, (str, bytes)):
+        raise invalid(ValueError, "noise_shape", expected, value)
+    try:
+        entries = tuple(value)
+    except TypeError:
+        raise invalid(ValueError, "noise_shape", expected, value) from None
+    for dim in entries:
+        if dim is not None and (not _is_int(dim) or dim <= 0):
+            raise invalid(ValueError, "noise_shape", expected, entries)
+    return tuple(None if d is None else int(d) for d in entries)
+
+
+def floating(x, name="inputs"):
+    """Raises `TypeError` unless the tensor `x` has a floating dtype."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if not keras.backend.is_float_dtype(dtype):
+        raise TypeError(
+            f"`{name}` must be floating-point to be dropped. Received: {name} "
+            f"of dtype {dtype}. Cast it to a float dtype first: dropping "
+            "integers would silently change the values' scale."
+        )

@@ -1,0 +1,89 @@
+"""The base class of the package's stochastic layers."""
+
+import random as python_random
+
+import keras
+from keras import ops
+
+from keras_dropout_variants import _checks
+from keras_dropout_variants import random as _random
+
+
+class StochasticLayer(keras.layers.Layer):
+    """What every stochastic layer of the package shares.
+
+    - `seed`: a Python int in `[0, 2**32)`, or `None` to draw one from
+      Python's `random` at construction, as Keras does (so
+      `keras.utils.set_random_seed(n)` makes unseeded layers reproducible);
+      the drawn seed is kept in the config.
+    - The step counter `self.counter`: a non-trainable int32 weight that
+      selects the mask of each training call and advances once per call,
+      also inside a compiled `fit()`. Being a weight, it is saved by
+      `model.save` and `save_weights`, so a resumed run draws the masks the
+      uninterrupted run would have drawn.
+    - `call(inputs, training=False, mask_id=None)`: at inference the layer
+      runs `_inference(inputs)` (by default the inputs, untouched, whatever
+      their dtype). In training, floating inputs are required, and
+      `_training(inputs, counter)` draws the masks of `counter`: `mask_id`
+      when given (an int in `[0, 2**32)` or an integer scalar tensor; the
+      step counter is then neither used nor advanced), else the step counter,
+      which then advances.
+
+    A subclass implements `_training`, and may override `_inference` and
+    `_draws_masks` (False when training changes nothing, e.g. at rate 0: the
+    counter then stays). It creates no state after `super().__init__()`,
+    which builds the layer when `build` is not overridden (Keras locks a
+    built layer's state); state that depends on the input goes in `build`.
+    Positional arguments and other keyword arguments go to the next base
+    class (`keras.layers.Layer`, or e.g. `keras.layers.Wrapper`).
+    """
+
+    def __init__(self, *args, seed=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed = _draw_seed() if seed is None else _checks.seed(seed)
+        self.counter = self.add_weight(
+            name="counter", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
+        if hasattr(self, "_build_at_init"):
+            self._build_at_init()
+        elif type(self).build is keras.layers.Layer.build:  # Keras < 3.9
+            self.built = True
+
+    def call(self, inputs, training=False, mask_id=None):
+        if mask_id is not None:
+            mask_id = _checks.word(mask_id, "mask_id")
+        if not training:
+            return self._inference(inputs)
+        _checks.floating(inputs)
+        if not self._draws_masks():
+            return self._inference(inputs)
+        if mask_id is not None:
+            return self._training(inputs, mask_id)
+        # A snapshot: a backward pass that redraws the mask after the
+        # assignment (a custom gradient, or a compiler's recomputation)
+        # still sees this step's value.
+        counter = _random.snapshot(self.counter)
+        outputs = self._training(inputs, counter)
+        # `+ 1` would make the 1 a new tensor: on torch, a host-to-device
+        # copy that waits for the GPU.
+        self.counter.assign(ops.add(counter, ops.ones_like(counter)))
+        return outputs
+
+    def _draws_masks(self):
+        return True
+
+    def _inference(self, inputs):
+        return inputs
+
+    def _training(self, inputs, counter):
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+def _draw_seed():
+    return python_random.randint(0, _checks.U32 - 1)
