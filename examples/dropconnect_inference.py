@@ -27,27 +27,32 @@ Run under any backend:
     KERAS_BACKEND=torch python examples/dropconnect_inference.py --quick
 """
 
-import argparse
-import os
 import statistics
 import time
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: the figure goes to a file
-import matplotlib.pyplot as plt  # noqa: E402
+from _common import ExampleParser, digits_split, fit, import_keras, pyplot, save_figure
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
+BINS = 10  # coarse: few predictions fall below 0.9 confidence
+
+parser = ExampleParser(
+    __doc__,
+    "dropconnect_inference",
+    epochs=60,
+    train_size=500,
+    batch_size=32,
+    quick={"epochs": 2, "mc_samples": 8},
+)
+parser.add_argument("--rate", type=float, default=0.5, help="DropConnect rate")
+parser.add_argument("--width", type=int, default=256, help="units per hidden layer")
+parser.add_argument("--num-samples", type=int, default=16, help="Gaussian pairs per unit")
+parser.add_argument("--mc-samples", type=int, default=64, help="training-mode passes averaged")
+# Parsed before the slow imports: --help and usage errors answer at once.
+args = parser.parse_args()
+keras = import_keras()
 
 import keras_dropout_variants as kdv  # noqa: E402
-
-DEFAULT_OUT = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "output", "dropconnect_inference.png"
-)
-BINS = 10  # coarse: few predictions fall below 0.9 confidence
 
 
 def build_model(width, rate, seed):
@@ -112,7 +117,7 @@ def timed(predict, repeats=3):
 
 
 def plot(results, title, out):
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 5))
     left.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect calibration")
     for i, (name, r) in enumerate(results.items()):
         conf, acc, count = np.array(r["bins"]).T
@@ -135,49 +140,18 @@ def plot(results, title, out):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--rate", type=float, default=0.5, help="DropConnect rate")
-    parser.add_argument("--width", type=int, default=256, help="units per hidden layer")
-    parser.add_argument("--train-size", type=int, default=500, help="training examples (default 500)")
-    parser.add_argument("--num-samples", type=int, default=16, help="Gaussian pairs per unit")
-    parser.add_argument("--mc-samples", type=int, default=64, help="training-mode passes averaged")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 2 epochs, 8 MC passes")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the PNG figure")
-    args = parser.parse_args()
-    epochs = 2 if args.quick else args.epochs
-    mc_samples = 8 if args.quick else args.mc_samples
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype("float32")
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, train_size=args.train_size, random_state=args.seed, stratify=y
-    )
+    x_train, x_val, y_train, y_val = digits_split(args.train_size, args.seed)
     print(
         f"backend: {keras.backend.backend()}; {len(x_train)} training, "
         f"{len(x_val)} validation examples"
     )
 
     model = build_model(args.width, args.rate, args.seed)
-    keras.utils.set_random_seed(args.seed)  # the shuffled batch order
-    model.fit(
-        x_train, y_train,
-        validation_data=(x_val, y_val),
-        epochs=epochs,
-        batch_size=args.batch_size,
-        validation_batch_size=1024,
-        verbose=2,
-    )
+    fit(model, (x_train, y_train), (x_val, y_val), args, verbose=2)
 
     gaussian = with_inference(model, "gaussian", args.num_samples)
 
@@ -185,16 +159,16 @@ def main():
         # Each training-mode call draws the next kernel masks (and advances
         # the step counters of `model`, which is not trained further).
         total = 0.0
-        for _ in range(mc_samples):
+        for _ in range(args.mc_samples):
             total = total + keras.ops.convert_to_numpy(model(x_val, training=True))
-        return total / mc_samples
+        return total / args.mc_samples
 
     predictors = {
         'inference="mean"': lambda: model.predict(x_val, batch_size=1024, verbose=0),
         f'inference="gaussian" ({args.num_samples} pairs)': lambda: gaussian.predict(
             x_val, batch_size=1024, verbose=0
         ),
-        f"MC average of {mc_samples} training passes": mc_average,
+        f"MC average of {args.mc_samples} training passes": mc_average,
     }
     results = {}
     for name, predict in predictors.items():
@@ -204,7 +178,7 @@ def main():
         results[name] = r
 
     print(
-        f"\nbackend {keras.backend.backend()}, {epochs} epochs, rate {args.rate}; "
+        f"\nbackend {keras.backend.backend()}, {args.epochs} epochs, rate {args.rate}; "
         f"validation split ({len(x_val)} examples)\n"
         "lower NLL and ECE are better; ms: one prediction of the whole split"
     )
@@ -220,7 +194,6 @@ def main():
         f"{len(x_train)} training digits ({keras.backend.backend()} backend)",
         args.out,
     )
-    print(f"figure: {args.out}")
 
 
 if __name__ == "__main__":

@@ -6,26 +6,23 @@ The data is scikit-learn's bundled 8x8 digits: nothing is downloaded.
 
 import argparse
 
-import keras
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
-import keras_dropout_variants as kdv
+from _common import check, digits_split, import_keras
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--epochs", type=int, default=30)
+parser.add_argument("--seed", type=int, default=0)
+# Parsed before the slow imports: --help and usage errors answer at once.
+args = parser.parse_args()
+keras = import_keras(extras=["sklearn"])
+
+import keras_dropout_variants as kdv  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
     keras.utils.set_random_seed(args.seed)
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype("float32")
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, test_size=0.5, random_state=args.seed, stratify=y
-    )
+    x_train, x_val, y_train, y_val = digits_split(0.5, args.seed)
 
     model = keras.Sequential(
         [
@@ -53,11 +50,13 @@ def main():
     )
     _, train_acc = model.evaluate(x_train, y_train, verbose=0)
     _, val_acc = model.evaluate(x_val, y_val, verbose=0)
-    # Inference is deterministic: dropout is off outside training.
-    same = np.array_equal(model.predict(x_val, verbose=0), model.predict(x_val, verbose=0))
     print(f"train accuracy {train_acc:.3f}, validation accuracy {val_acc:.3f}")
     print(f"dropout steps taken: {int(keras.ops.convert_to_numpy(model.layers[1].counter))}")
-    print(f"predictions deterministic: {same}")
+    # Inference is deterministic: dropout is off outside training.
+    check(
+        np.array_equal(model.predict(x_val, verbose=0), model.predict(x_val, verbose=0)),
+        "predictions deterministic",
+    )
 
 
 if __name__ == "__main__":

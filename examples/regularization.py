@@ -30,36 +30,33 @@ Run under any backend:
     KERAS_BACKEND=torch python examples/regularization.py --quick  # smoke test
 """
 
-import argparse
-import os
 import statistics
-import time
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: the figure goes to a file
-import matplotlib.pyplot as plt  # noqa: E402
+from _common import (
+    EpochLog, ExampleParser, check, digits_split, fit, import_keras, pyplot, save_figure,
+)
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
+MODELS = ("none", "kdv.Dropout", "kdv.SeededDropout", "kdv.DropConnectDense")
+
+parser = ExampleParser(
+    __doc__, "regularization", epochs=100, train_size=300, batch_size=32, quick={"epochs": 2}
+)
+parser.add_argument(
+    "--label-noise", type=float, default=0.2, help="fraction of wrong training labels"
+)
+parser.add_argument("--width", type=int, default=512, help="units per hidden layer")
+# Parsed before the slow imports: --help and usage errors answer at once.
+args = parser.parse_args()
+keras = import_keras()
 
 import keras_dropout_variants as kdv  # noqa: E402
-
-DEFAULT_OUT = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "output", "regularization.png"
-)
-MODELS = ("none", "kdv.Dropout", "kdv.SeededDropout", "kdv.DropConnectDense")
 
 
 def load_data(train_size, label_noise, seed):
     """A small stratified training split with some wrong labels; clean validation."""
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype("float32")
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, train_size=train_size, random_state=seed, stratify=y
-    )
+    x_train, x_val, y_train, y_val = digits_split(train_size, seed)
     rng = np.random.default_rng(seed)
     y_train = y_train.copy()
     wrong = rng.choice(len(y_train), size=round(label_noise * len(y_train)), replace=False)
@@ -99,8 +96,8 @@ def build_model(kind, width, seed):
     return model
 
 
-class Curves(keras.callbacks.Callback):
-    """Per-epoch inference-mode train accuracy, epoch times and a progress line.
+class Curves(EpochLog, keras.callbacks.Callback):
+    """Per-epoch inference-mode train accuracy and loss, epoch times, progress.
 
     `fit` reports the training accuracy of the batches as trained, with
     dropout on; the curves use inference-mode predictions on the whole
@@ -108,37 +105,29 @@ class Curves(keras.callbacks.Callback):
     """
 
     def __init__(self, name, x_train, y_train, log_every):
-        super().__init__()
-        self.name, self.x_train, self.y_train = name, x_train, y_train
-        self.log_every = log_every
-        self.train_acc, self.train_loss, self.seconds = [], [], []
+        super().__init__(f"[{name}]", log_every)
+        self.x_train, self.y_train = x_train, y_train
+        self.train_acc, self.train_loss = [], []
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        # One fit() epoch: its training steps and its validation pass.
-        self.seconds.append(time.perf_counter() - self._start)
+    def measure(self):
         # One compiled call on the whole split: on TensorFlow, `evaluate`
         # spends ~0.1 s a call setting up its data pipeline, 30x this.
         probs = keras.ops.convert_to_numpy(self.model.predict_on_batch(self.x_train))
         picked = probs[np.arange(len(self.y_train)), self.y_train]
         loss = float(-np.mean(np.log(np.maximum(picked, 1e-7))))  # Keras clips at 1e-7 too
-        acc = float(np.mean(probs.argmax(axis=1) == self.y_train))
         self.train_loss.append(loss)
-        self.train_acc.append(acc)
-        epochs = self.params["epochs"]
-        if (epoch + 1) % self.log_every == 0 or epoch + 1 == epochs:
-            print(
-                f"[{self.name}] epoch {epoch + 1}/{epochs} - "
-                f"loss (dropout on) {logs['loss']:.4f} - "
-                f"train acc {acc:.4f} - val_loss {logs['val_loss']:.4f} - "
-                f"val acc {logs['val_accuracy']:.4f} - {self.seconds[-1]:.2f}s",
-                flush=True,
-            )
+        self.train_acc.append(float(np.mean(probs.argmax(axis=1) == self.y_train)))
+
+    def describe(self, logs):
+        return (
+            f"loss (dropout on) {logs['loss']:.4f} - train acc {self.train_acc[-1]:.4f} - "
+            f"val_loss {logs['val_loss']:.4f} - val acc {logs['val_accuracy']:.4f} - "
+            f"{self.seconds[-1]:.2f}s"
+        )
 
 
 def plot(results, epochs, label_noise, title, out):
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
     styles = {"kdv.SeededDropout": dict(linestyle="--", linewidth=2.5)}
     x = np.arange(1, epochs + 1)
@@ -161,28 +150,10 @@ def plot(results, epochs, label_noise, title, out):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--train-size", type=int, default=300, help="training examples (default 300)")
-    parser.add_argument(
-        "--label-noise", type=float, default=0.2, help="fraction of wrong training labels"
-    )
-    parser.add_argument("--width", type=int, default=512, help="units per hidden layer")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 2 epochs")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the PNG figure")
-    args = parser.parse_args()
-    epochs = 2 if args.quick else args.epochs
-
     x_train, y_train, x_val, y_val = load_data(args.train_size, args.label_noise, args.seed)
     print(
         f"backend: {keras.backend.backend()}; {len(x_train)} training examples "
@@ -198,17 +169,9 @@ def main():
         same_start = len(weights) == len(initial) and all(
             np.array_equal(a, b) for a, b in zip(weights, initial)
         )
-        curves = Curves(name, x_train, y_train, log_every=max(1, epochs // 10))
-        # Reseeded so every model sees the same shuffled batches in the same order.
-        keras.utils.set_random_seed(args.seed)
-        history = model.fit(
-            x_train, y_train,
-            validation_data=(x_val, y_val),
-            epochs=epochs,
-            batch_size=args.batch_size,
-            validation_batch_size=1024,
-            callbacks=[curves],
-            verbose=0,
+        curves = Curves(name, x_train, y_train, log_every=max(1, args.epochs // 10))
+        history = fit(
+            model, (x_train, y_train), (x_val, y_val), args, callbacks=[curves], verbose=0
         )
         results[name] = dict(
             train_acc=curves.train_acc,
@@ -221,7 +184,7 @@ def main():
         )
 
     print(
-        f"\nbackend {keras.backend.backend()}, {epochs} epochs, {len(x_train)} training "
+        f"\nbackend {keras.backend.backend()}, {args.epochs} epochs, {len(x_train)} training "
         f"examples with {args.label_noise:.0%} wrong labels\n"
         "train acc: inference mode (dropout off) on the training split, against its labels\n"
         f"  ({1 - args.label_noise:.2f} = every wrong label ignored); gap = train acc - val acc\n"
@@ -241,20 +204,23 @@ def main():
             f"{r['val_loss'][-1]:>9.3f} {r['val_acc'][best]:>15.3f} ({best + 1:>3}) "
             f"{r['seconds']:>8.3f}"
         )
-    same_start = all(r["same_start"] for r in results.values())
-    print(f"all models started from the same initial weights: {same_start}")
-    same = results["kdv.Dropout"]["val_loss"] == results["kdv.SeededDropout"]["val_loss"]
-    print(f"kdv.Dropout and kdv.SeededDropout histories identical: {same}")
 
     plot(
         results,
-        epochs,
+        args.epochs,
         args.label_noise,
         f"MLP 64-{args.width}-{args.width}-10 on {len(x_train)} digits with "
         f"{args.label_noise:.0%} wrong labels ({keras.backend.backend()} backend)",
         args.out,
     )
-    print(f"figure: {args.out}")
+    check(
+        all(r["same_start"] for r in results.values()),
+        "all models started from the same initial weights",
+    )
+    check(
+        results["kdv.Dropout"]["val_loss"] == results["kdv.SeededDropout"]["val_loss"],
+        "kdv.Dropout and kdv.SeededDropout histories identical",
+    )
 
 
 if __name__ == "__main__":

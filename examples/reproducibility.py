@@ -41,10 +41,11 @@ import sys
 import tempfile
 import time
 
-BACKENDS = ("tensorflow", "jax", "torch")
-DEFAULT_OUT = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "output", "reproducibility.png"
+from _common import (
+    BACKENDS, EpochLog, ExampleParser, check, digits_split, import_keras, pyplot, require_extras,
+    save_figure,
 )
+
 # Losses resumed from a checkpoint must match the uninterrupted run to this.
 RESUME_TOLERANCE = 1e-6
 
@@ -55,19 +56,13 @@ RESUME_TOLERANCE = 1e-6
 
 
 def worker(args):
-    import keras
+    keras = import_keras()
     import numpy as np
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     import keras_dropout_variants as kdv
 
     backend = keras.backend.backend()
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype("float32")
-    x_train, _, y_train, _ = train_test_split(
-        x, y, train_size=args.train_size, random_state=args.seed, stratify=y
-    )
+    x_train, _, y_train, _ = digits_split(args.train_size, args.seed)
 
     def build(ours):
         keras.utils.set_random_seed(args.seed)
@@ -104,19 +99,9 @@ def worker(args):
         )
         return model
 
-    class Progress(keras.callbacks.Callback):
-        def __init__(self, label):
-            super().__init__()
-            self.label = label
-
-        def on_epoch_end(self, epoch, logs=None):
-            epochs = self.params["epochs"]
-            if (epoch + 1) % max(1, args.epochs // 5) == 0 or epoch + 1 == epochs:
-                print(
-                    f"[{backend}] {self.label} epoch {epoch + 1}/{epochs} - "
-                    f"loss {logs['loss']:.6f}",
-                    flush=True,
-                )
+    class Progress(EpochLog, keras.callbacks.Callback):
+        def describe(self, logs):
+            return f"loss {logs['loss']:.6f}"
 
     def fit(model, label, initial_epoch=0, callbacks=()):
         # Same batches, same order, on every backend.
@@ -126,7 +111,7 @@ def worker(args):
             initial_epoch=initial_epoch,
             epochs=args.epochs,
             shuffle=False,
-            callbacks=[Progress(label), *callbacks],
+            callbacks=[Progress(f"[{backend}] {label}", max(1, args.epochs // 5)), *callbacks],
             verbose=0,
         )
         return [float(v) for v in history.history["loss"]]
@@ -204,14 +189,10 @@ def resume_diff(r, key):
 
 
 def plot(results, resume_epoch, out):
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: the figure goes to a file
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 7))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(13, 7))
     reference = results[0]
     k = resume_epoch
     epochs = np.arange(1, len(reference["kdv"]) + 1)
@@ -248,41 +229,37 @@ def plot(results, resume_epoch, out):
         ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     fig.suptitle("Same seeds, same data order: one training run on every backend")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = ExampleParser(
+        __doc__,
+        "reproducibility",
+        epochs=20,
+        train_size=640,
+        batch_size=64,
+        quick={"epochs": 4, "train_size": 256},  # 4 epochs of 4 steps
     )
     parser.add_argument(
         "--backends", nargs="+", choices=BACKENDS,
         help="backends to compare (default: every installed one)",
     )
-    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument(
         "--resume-epoch", type=int,
         help="resume from the checkpoint of this epoch (default: half way)",
     )
-    parser.add_argument("--train-size", type=int, default=640)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 4 epochs of 4 steps")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the PNG figure")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.quick:
-        args.epochs, args.train_size = 4, 256
     if args.resume_epoch is None:
         args.resume_epoch = args.epochs // 2
     if not 0 < args.resume_epoch < args.epochs:
         parser.error("--resume-epoch must be between 0 and --epochs (exclusive)")
     if args.worker:
         return worker(args)
+    require_extras()
 
     wanted = args.backends or BACKENDS
     backends = [b for b in wanted if importlib.util.find_spec(b) is not None]
@@ -315,12 +292,13 @@ def main():
             with open(result) as f:
                 results.append(json.load(f))
             print(f"[{backend}] done in {time.perf_counter() - start:.1f}s (incl. start-up)")
-    if not results:
-        return 1
+    if failed:
+        sys.exit(f"the worker failed on {', '.join(failed)}: see its output above")
 
     ref = results[0]
+    steps = -(-args.train_size // args.batch_size)
     print(
-        f"\n{args.epochs} epochs of {-(-args.train_size // args.batch_size)} steps, "
+        f"\n{args.epochs} epochs of {steps} steps, "
         f"resumed from the checkpoint of epoch {args.resume_epoch}\n"
         "loss columns: max |difference| over the per-epoch training losses, against "
         f"the reference backend ({ref['backend']}) or the uninterrupted run"
@@ -341,23 +319,18 @@ def main():
             f"{resume_diff(r, 'keras'):>13.2e}"
         )
 
-    masks_equal = all(r["masks"] == ref["masks"] for r in results)
     across = max(max_diff(r["kdv"], ref["kdv"]) for r in results)
     resumed = max(resume_diff(r, "kdv") for r in results)
-    steps = -(-args.train_size // args.batch_size)
-    # After loading epoch K's checkpoint, each layer's counter is at K * steps.
-    counters_kept = all(
-        set(r["counters_loaded"].values()) == {args.resume_epoch * steps} for r in results
-    )
     if len(results) > 1:
-        names = ", ".join(r["backend"] for r in results)
-        print(f"\nfirst-step masks byte-identical across {names}: {masks_equal}")
-        print(f"kdv loss curves, max |difference| across backends: {across:.2e} (float32 rounding)")
+        print(
+            f"\nkdv loss curves, max |difference| across backends: {across:.2e} "
+            "(float32 rounding)"
+        )
     else:
         print(f"\nonly {ref['backend']} ran: no cross-backend comparison")
     print(
-        f"step counters restored by load_model: {counters_kept} "
-        f"({ref['counters_loaded']} after epoch {args.resume_epoch})"
+        f"step counters loaded with the epoch-{args.resume_epoch} checkpoint: "
+        f"{ref['counters_loaded']}"
     )
     print(
         f"kdv resumed vs uninterrupted, max |difference|: {resumed:.2e} "
@@ -372,11 +345,21 @@ def main():
     )
 
     plot(results, args.resume_epoch, args.out)
-    print(f"figure: {args.out}")
-    ok = masks_equal and counters_kept and resumed <= RESUME_TOLERANCE and not failed
-    print("reproducible: " + ("yes" if ok else "NO"))
-    return 0 if ok else 1
+    if len(results) > 1:
+        check(
+            all(r["masks"] == ref["masks"] for r in results),
+            f"first-step masks byte-identical across {', '.join(backends)}",
+        )
+    # After loading epoch K's checkpoint, each layer's counter is at K * steps.
+    check(
+        all(set(r["counters_loaded"].values()) == {args.resume_epoch * steps} for r in results),
+        f"step counters restored by load_model ({args.resume_epoch} epochs of {steps} steps)",
+    )
+    check(
+        resumed <= RESUME_TOLERANCE,
+        f"kdv resumed runs follow the uninterrupted ones (within {RESUME_TOLERANCE:g})",
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -23,28 +23,26 @@ Run under any backend:
     KERAS_BACKEND=tensorflow python examples/spatial_noise_shape.py --quick
 """
 
-import argparse
-import os
 import statistics
-import time
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: the figure goes to a file
-import matplotlib.pyplot as plt  # noqa: E402
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-
-import keras_dropout_variants as kdv  # noqa: E402
-
-DEFAULT_OUT = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "output", "spatial_noise_shape.png"
+from _common import (
+    EpochLog, ExampleParser, check, digits_split, fit, import_keras, pyplot, save_figure,
 )
+
 FILTERS = (32, 64)
 MODELS = ("none", "element-wise", "channel-wise")
+
+parser = ExampleParser(
+    __doc__, "spatial_noise_shape", epochs=40, train_size=500, batch_size=32, quick={"epochs": 2}
+)
+parser.add_argument("--rate", type=float, default=0.25)
+# Parsed before the slow imports: --help and usage errors answer at once.
+args = parser.parse_args()
+keras = import_keras()
+
+import keras_dropout_variants as kdv  # noqa: E402
 
 
 def noise_shape(kind, channels):
@@ -84,24 +82,8 @@ def first_step_masks(kind, rate, seed, batch_size):
     return keras.ops.convert_to_numpy(layer(ones, training=True)) != 0
 
 
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self, name, log_every):
-        super().__init__()
-        self.name, self.log_every, self.seconds = name, log_every, []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
-        epochs = self.params["epochs"]
-        if (epoch + 1) % self.log_every == 0 or epoch + 1 == epochs:
-            print(
-                f"[{self.name}] epoch {epoch + 1}/{epochs} - loss (dropout on) "
-                f"{logs['loss']:.4f} - val_loss {logs['val_loss']:.4f} - "
-                f"val acc {logs['val_accuracy']:.4f} - {self.seconds[-1]:.2f}s",
-                flush=True,
-            )
+class Progress(EpochLog, keras.callbacks.Callback):
+    """fit() progress lines and epoch times (`EpochLog`'s defaults)."""
 
 
 def tile(maps, columns=8, gap=1):
@@ -116,7 +98,7 @@ def tile(maps, columns=8, gap=1):
 
 
 def plot(masks, histories, rate, out):
-    fig = plt.figure(figsize=(12, 5.5))
+    fig = pyplot().figure(figsize=(12, 5.5))
     grid = fig.add_gridspec(2, 2, width_ratios=(1.1, 1), wspace=0.15, hspace=0.3)
     for row, kind in enumerate(("element-wise", "channel-wise")):
         ax = fig.add_subplot(grid[row, 0])
@@ -139,30 +121,11 @@ def plot(masks, histories, rate, out):
         f"Masks of the first training step for example 0 (rate {rate}), and "
         f"training curves ({keras.backend.backend()} backend)"
     )
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, out, bbox_inches="tight")
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--rate", type=float, default=0.25)
-    parser.add_argument("--train-size", type=int, default=500, help="training examples (default 500)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 2 epochs")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the PNG figure")
-    args = parser.parse_args()
-    epochs = 2 if args.quick else args.epochs
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype("float32").reshape(-1, 8, 8, 1)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, train_size=args.train_size, random_state=args.seed, stratify=y
-    )
+    x_train, x_val, y_train, y_val = digits_split(args.train_size, args.seed, shape=(8, 8, 1))
     print(
         f"backend: {keras.backend.backend()}; {len(x_train)} training and "
         f"{len(x_val)} validation images of 8x8x1"
@@ -170,39 +133,29 @@ def main():
 
     masks = {k: first_step_masks(k, args.rate, args.seed, args.batch_size) for k in MODELS[1:]}
     channel = masks["channel-wise"]
-    # Broadcast over height and width: every channel is all kept or all dropped.
-    constant = bool(np.all(channel == channel[:, :1, :1, :]))
     print(
         f"first-step keep fraction: element-wise {masks['element-wise'].mean():.3f}, "
-        f"channel-wise {channel.mean():.3f}; channel-wise masks constant over "
-        f"each 8x8 map: {constant}"
+        f"channel-wise {channel.mean():.3f}"
     )
 
     histories, rows = {}, []
     for kind in MODELS:
         print(f"\n== {kind} ==", flush=True)
         model = build_model(kind, args.rate, args.seed)
-        timer = EpochTimer(kind, log_every=max(1, epochs // 8))
-        keras.utils.set_random_seed(args.seed)  # the same shuffled batches for each kind
-        history = model.fit(
-            x_train, y_train,
-            validation_data=(x_val, y_val),
-            epochs=epochs,
-            batch_size=args.batch_size,
-            validation_batch_size=1024,
-            callbacks=[timer],
-            verbose=0,
+        progress = Progress(f"[{kind}]", log_every=max(1, args.epochs // 8))
+        history = fit(
+            model, (x_train, y_train), (x_val, y_val), args, callbacks=[progress], verbose=0
         )
         histories[kind] = history.history
         train_acc = model.evaluate(x_train, y_train, batch_size=1024, verbose=0)[1]
         val_acc = history.history["val_accuracy"][-1]
-        # The first epoch includes tracing/compilation.
         val_loss = history.history["val_loss"][-1]
-        seconds = statistics.median(timer.seconds[1:] or timer.seconds)
+        # The first epoch includes tracing/compilation.
+        seconds = statistics.median(progress.seconds[1:] or progress.seconds)
         rows.append((kind, train_acc, val_acc, val_loss, seconds))
 
     print(
-        f"\nbackend {keras.backend.backend()}, {epochs} epochs, rate {args.rate}\n"
+        f"\nbackend {keras.backend.backend()}, {args.epochs} epochs, rate {args.rate}\n"
         "train acc: evaluate() on the training split, dropout off; gap = train acc - val acc\n"
         "s/epoch: median fit() epoch, validation included"
     )
@@ -216,7 +169,11 @@ def main():
         )
 
     plot(masks, histories, args.rate, args.out)
-    print(f"figure: {args.out}")
+    # Broadcast over height and width: every channel is all kept or all dropped.
+    check(
+        np.all(channel == channel[:, :1, :1, :]),
+        "channel-wise masks constant over each 8x8 map",
+    )
 
 
 if __name__ == "__main__":

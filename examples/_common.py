@@ -1,0 +1,193 @@
+"""What the example scripts share: options, checks, data, figures, progress.
+
+A script imports this module from its own folder, which Python puts first on
+`sys.path` when it runs `python examples/NAME.py`. Importing it imports
+neither keras nor the optional packages: a script parses its options first,
+so that `--help` and usage errors answer at once, then checks what it needs.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+BACKENDS = ("tensorflow", "jax", "torch")
+OUTPUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
+# What the package's [examples] extra installs: module name -> pip name.
+EXTRAS = {"sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+
+
+class ExampleParser(argparse.ArgumentParser):
+    """The options of every script that writes a figure; a script adds its own.
+
+    `--quick`, a smoke test of a few seconds, sets the options named in
+    `quick` to its values (`{"epochs": 2}`), whatever the command line says.
+    """
+
+    def __init__(self, description, name, *, epochs, train_size, batch_size, quick):
+        super().__init__(
+            description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        self.quick = quick
+        self.add_argument("--epochs", type=int, default=epochs)
+        self.add_argument(
+            "--train-size",
+            type=int,
+            default=train_size,
+            help=f"training examples (default {train_size})",
+        )
+        self.add_argument("--batch-size", type=int, default=batch_size)
+        self.add_argument("--seed", type=int, default=0)
+        smoke_test = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in quick.items())
+        self.add_argument("--quick", action="store_true", help=f"smoke test: {smoke_test}")
+        self.add_argument(
+            "--out",
+            default=os.path.join(OUTPUT_DIR, f"{name}.png"),
+            help="where to write the PNG figure",
+        )
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if parsed.quick:
+            vars(parsed).update(self.quick)
+        return parsed
+
+
+def require_extras(modules=tuple(EXTRAS)):
+    """Exits with what to install unless the optional `modules` are installed.
+
+    Checked before any work: a missing package is not met as a traceback
+    at the end of a run.
+    """
+    missing = [EXTRAS[m] for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(
+            f"{os.path.basename(sys.argv[0])} needs {' and '.join(missing)}, which the "
+            "package's [examples] extra installs:\n"
+            '    pip install "keras-dropout-variants[examples]"\n'
+            "or, in a clone of the repository:\n"
+            '    pip install ".[examples]"'
+        )
+
+
+def import_keras(extras=tuple(EXTRAS)):
+    """`keras`, once the optional modules `extras` are found (`require_extras`).
+
+    Exits with a hint where the backend Keras is set to is not installed:
+    without it, Keras fails with a bare `No module named 'tensorflow'` where
+    KERAS_BACKEND is not set, TensorFlow being its default backend.
+    """
+    require_extras(extras)
+    try:
+        import keras
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").partition(".")[0]
+        if missing not in BACKENDS:
+            raise
+        chosen = os.environ.get("KERAS_BACKEND")
+        why = (
+            f"the backend KERAS_BACKEND={chosen} asks for"
+            if chosen
+            else "its default backend (KERAS_BACKEND is not set)"
+        )
+        installed = [b for b in BACKENDS if importlib.util.find_spec(b) is not None]
+        example = installed[0] if installed else "jax"
+        sys.exit(
+            f"Keras could not import {missing}, {why}. Set KERAS_BACKEND=jax|torch|tensorflow "
+            f"to an installed backend (installed here: {', '.join(installed) or 'none'}), "
+            f"e.g. KERAS_BACKEND={example} python {sys.argv[0]}"
+        )
+    return keras
+
+
+def digits_split(train_size, seed, shape=(64,)):
+    """scikit-learn's bundled 8x8 digits in [0, 1], as `train_test_split` returns them.
+
+    A stratified split: `x_train, x_val, y_train, y_val`, each image of
+    `shape`. Nothing is downloaded.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32").reshape(-1, *shape)
+    return train_test_split(x, y, train_size=train_size, random_state=seed, stratify=y)
+
+
+def fit(model, train, val, args, **kwargs):
+    """`model.fit(*train)` for the options' epochs and batch size, validated on `val`.
+
+    Seeded first: every model fitted with the same `args.seed` sees the
+    same shuffled batches in the same order.
+    """
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    return model.fit(
+        *train,
+        validation_data=val,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_batch_size=1024,
+        **kwargs,
+    )
+
+
+def pyplot():
+    """matplotlib.pyplot drawing to files only (Agg): no display is needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, out, **savefig_kwargs):
+    """Writes `fig` to `out`, creating its folder, closes it and says where."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=110, **savefig_kwargs)
+    pyplot().close(fig)
+    print(f"figure: {out}")
+
+
+def check(ok, claim):
+    """Prints `claim` as checked, or exits with status 1 saying it does not hold."""
+    if not ok:
+        sys.exit(f"check failed: {claim}")
+    print(f"checked: {claim}")
+
+
+class EpochLog:
+    """Times each `fit()` epoch and prints a progress line every `log_every` epochs.
+
+    A mixin for keras callbacks, `class Log(EpochLog, keras.callbacks.Callback)`:
+    this module does not import keras (see above). `seconds` lists the epoch
+    times. Subclasses change `describe`, the line after `epoch I/N - `, and
+    `measure`, what else to record at the end of each epoch, off the clock.
+    """
+
+    def __init__(self, prefix, log_every):
+        super().__init__()
+        self.prefix, self.log_every, self.seconds = prefix, log_every, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        # One fit() epoch: its training steps and its validation pass.
+        self.seconds.append(time.perf_counter() - self._start)
+        self.measure()
+        epochs = self.params["epochs"]
+        if (epoch + 1) % self.log_every == 0 or epoch + 1 == epochs:
+            print(f"{self.prefix} epoch {epoch + 1}/{epochs} - {self.describe(logs)}", flush=True)
+
+    def measure(self):
+        """Nothing to record by default."""
+
+    def describe(self, logs):
+        return (
+            f"loss (dropout on) {logs['loss']:.4f} - val_loss {logs['val_loss']:.4f} - "
+            f"val acc {logs['val_accuracy']:.4f} - {self.seconds[-1]:.2f}s"
+        )
