@@ -18,6 +18,8 @@ import pytest
 import reference
 from conftest import skip_unless_all_backends_leg
 
+pytestmark = pytest.mark.slow
+
 BACKENDS = ("tensorflow", "jax", "torch")
 MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -357,6 +357,7 @@ def test_per_example_layer_backward_uses_the_steps_own_masks():
     assert steps_taken(layer) == 2
 
 
+@pytest.mark.slow
 def test_per_example_compiled_equals_eager():
     x, kernel = normal_data((9, 12)), normal_data((12, 5), 1)
 

@@ -229,6 +229,7 @@ def fit_steps(model, jit_compile):
     model.fit(x, x[:, :1], batch_size=16, epochs=3, verbose=0)  # 4 steps an epoch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_fit_advances_counter_once_per_step_without_retracing(jit_compile):
     if BACKEND == "torch" and jit_compile:

@@ -66,6 +66,7 @@ def run_example(name, *args, hide=(), cwd=ROOT, env=None):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_example_quick_run(name, tmp_path):
     if name == "reproducibility.py":

@@ -4,6 +4,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
 from conftest import BACKEND, to_np
 import keras_dropout_variants as kdv
@@ -63,6 +64,7 @@ def test_readme_examples_run_as_pasted():
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
 
 
+@pytest.mark.slow
 def test_compiled_fit_takes_the_same_steps_as_eager_fit():
     # The backward pass must use each step's own masks also where a compiler
     # recomputes them (torch.compile's partitioner does, from the counter

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from keras_dropout_variants._backends import torch as fast  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x_shape,mask_shape", DROP_SHAPES)
 def test_drop_under_torch_compile_gives_the_eager_bits(monkeypatch, x_shape, mask_shape):
     # Under torch.compile, `drop` saves the key, not the mask, and redraws the
