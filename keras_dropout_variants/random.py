@@ -407,3 +407,6 @@ def snapshot(value):
     """
     fast = _backends.fast_path("snapshot")
     return fast(value) if fast else ops.copy(value)
+
+
+_backends.load()

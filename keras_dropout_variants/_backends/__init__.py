@@ -34,11 +34,22 @@ enabled = True
 _modules = {}
 
 
+def _module(backend):
+    if backend not in _modules:
+        _modules[backend] = importlib.import_module(_TABLE[backend]) if backend in _TABLE else None
+    return _modules[backend]
+
+
 def fast_path(name):
     """The running backend's function `name`, or None for the plain path."""
     if not enabled:
         return None
-    backend = keras.backend.backend()
-    if backend not in _modules:
-        _modules[backend] = importlib.import_module(_TABLE[backend]) if backend in _TABLE else None
-    return getattr(_modules[backend], name, None)
+    return getattr(_module(keras.backend.backend()), name, None)
+
+
+def load():
+    """Imports the running backend's module now: `random` calls this once it
+    is defined (the modules import it), so that no first call inside a
+    function being compiled has to import one. Cheap: Keras has already
+    imported the backend library."""
+    _module(keras.backend.backend())
