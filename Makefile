@@ -3,7 +3,9 @@
 #   make example   runs examples/regularization.py in full: MLPs with and
 #                  without our dropout layers (BACKEND=torch for another backend)
 #   make test      runs the test suite once per Keras backend
-#   make bench     times dropout ops and fit() steps, ours vs each backend's own
+#   make bench     runs the benchmarks (dropout ops, fit() steps, DropConnect
+#                  cost and memory, backward-pass memory), ours vs each
+#                  backend's own, and writes docs/performance.md
 PYTHON ?= python3
 VENV ?= .venv
 BACKEND ?= jax
@@ -25,8 +27,11 @@ test: $(VENV)/.installed
 	$(PY) scripts/matrix.py $(BACKENDS)
 
 bench: $(VENV)/.installed
-	$(PY) benchmarks/engine.py
-	$(PY) benchmarks/fit.py
+	$(PY) benchmarks/engine.py --json benchmarks/results/engine.json
+	$(PY) benchmarks/fit.py --json benchmarks/results/fit.json
+	$(PY) benchmarks/drop_connect.py --json benchmarks/results/drop_connect.json
+	$(PY) benchmarks/backward_memory.py --json benchmarks/results/backward_memory.json
+	$(PY) benchmarks/report.py --results benchmarks/results --out docs/performance.md
 
 clean:
 	rm -rf $(VENV)

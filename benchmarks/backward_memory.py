@@ -1,37 +1,54 @@
 """Training-step memory: stored mask vs recomputing the mask in the backward.
 
-    KERAS_BACKEND=jax   python benchmarks/backward_memory.py
-    KERAS_BACKEND=torch python benchmarks/backward_memory.py
+    python benchmarks/backward_memory.py [--backends jax torch] [--json PATH]
 
 `ops.dropout` lets autodiff keep what `where(keep, x * scale, 0)` needs (the
 bool mask). The alternative, a `keras.ops.custom_gradient` whose backward
 recomputes the mask from (seed, counter), keeps only the counter in its
-closure. This script measures both where a backend lets us, and checks that
-the gradients are identical:
+closure. This script measures both where a backend lets us (one subprocess
+per backend), and checks that the gradients are identical:
 - JAX: XLA's temporary buffer size for a jitted value_and_grad of a two-layer
   MLP step with two dropouts (`compiled.memory_analysis()`).
 - torch: bytes autograd saves for backward (`saved_tensors_hooks`).
-TensorFlow offers no CPU memory statistics.
+TensorFlow offers no CPU memory statistics, so it is not run by default.
+Prints the figures and writes them to benchmarks/results/backward_memory.json
+(`--json`).
 """
 
-import keras
-from keras import ops
-
-from keras_dropout_variants import ops as kops
-from keras_dropout_variants import random as kr
+import _common
 
 RATE, SEED = 0.5, 1
+# [header, row key, format]
+TABLE = [["backend", "backend", ""], ["variant", "variant", ""], ["/stored", "ratio", ".2f"],
+         ["MiB", "mib", ".2f"], ["measure", "measure", ""], ["same gradient", "same_gradient", ""]]
+ABOUT = """\
+Memory a training step keeps for the backward pass when dropout stores its
+bool mask (`stored mask`: what `ops.dropout` lets autodiff do) against a
+`keras.ops.custom_gradient` whose backward redraws the mask from (seed,
+counter) (`recompute`). JAX: XLA's temporary buffers for a jitted
+value_and_grad of a 4096x2048 two-layer MLP step with two dropouts (`no
+dropout` for scale); torch: the bytes autograd saves for the backward of one
+dropout on 256x1024 float32. `/stored` is the variant's memory over the stored
+mask's; `same gradient` says whether its gradients equal the stored mask's
+bit for bit. These are counts of bytes, not timings: they do not depend on the
+machine's load."""
 
 
 def stored_dropout(x, counter):
-    return kops.dropout(x, RATE, seed=SEED, counter=counter)
+    import keras_dropout_variants as kdv
+
+    return kdv.ops.dropout(x, RATE, seed=SEED, counter=counter)
 
 
 def recompute_dropout(x, counter):
+    from keras import ops
+
+    import keras_dropout_variants as kdv
+
     scale = 1.0 / (1.0 - RATE)
 
     def apply(v):
-        keep = kr.keep_mask(ops.shape(v), RATE, SEED, counter)
+        keep = kdv.random.keep_mask(ops.shape(v), RATE, SEED, counter)
         return ops.where(keep, v * ops.cast(scale, v.dtype), ops.zeros((), v.dtype))
 
     @ops.custom_gradient
@@ -47,6 +64,7 @@ def recompute_dropout(x, counter):
 
 
 def jax_step_memory():
+    """(variant, bytes, gradients) for a jitted MLP step under JAX."""
     import jax
     import jax.numpy as jnp
 
@@ -61,27 +79,20 @@ def jax_step_memory():
         h = drop(jnp.tanh(h @ w1), counter + 1)
         return (h @ w2).sum()
 
-    grads = {}
     for name, drop in [("no dropout", lambda h, c: h), ("stored mask", stored_dropout),
                        ("recompute", recompute_dropout)]:
         step = jax.jit(jax.value_and_grad(lambda p, x, c, d=drop: loss(p, x, c, d)))
         mem = step.lower(params, x, counter).compile().memory_analysis()
-        print(f"{name:<12} XLA temp buffers {mem.temp_size_in_bytes / 2**20:8.2f} MiB")
-        grads[name] = step(params, x, counter)
-    same = all(
-        bool(jnp.array_equal(a, b))
-        for a, b in zip(jax.tree.leaves(grads["stored mask"]), jax.tree.leaves(grads["recompute"]))
-    )
-    print(f"gradients identical: {same}")
+        yield name, mem.temp_size_in_bytes, jax.tree.leaves(step(params, x, counter))
 
 
 def torch_saved_bytes():
+    """(variant, bytes, gradients) for one dropout's backward under torch."""
     import torch
 
     x = torch.randn(256, 1024, requires_grad=True)
     w = torch.randn(256, 1024)
     counter = torch.tensor(0, dtype=torch.int32)
-    grads = {}
     for name, drop in [("stored mask", stored_dropout), ("recompute", recompute_dropout)]:
         saved = []
 
@@ -91,17 +102,44 @@ def torch_saved_bytes():
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             y = drop(x, counter)
-        (grads[name],) = torch.autograd.grad((y * w).sum(), x)
-        print(f"{name:<12} saved for backward {sum(saved):>9} bytes ({x.numel()} elements)")
-    print(f"gradients identical: {torch.equal(grads['stored mask'], grads['recompute'])}")
+        yield name, sum(saved), torch.autograd.grad((y * w).sum(), x)
+
+
+MEASURES = {
+    "jax": ("XLA temp buffers", jax_step_memory),
+    "torch": ("saved for backward", torch_saved_bytes),
+}
+
+
+def worker(backend, args):
+    import numpy as np
+
+    if backend not in MEASURES:
+        return {"rows": []}
+    measure, measure_fn = MEASURES[backend]
+    results = {name: (size, grads) for name, size, grads in measure_fn()}
+    stored_size, stored_grads = results["stored mask"]
+    rows = []
+    for name, (size, grads) in results.items():
+        row = {"backend": backend, "variant": name, "measure": measure,
+               "mib": size / 2**20, "bytes": size, "ratio": size / stored_size}
+        if name != "no dropout":  # its gradient differs, as it should
+            same = all(np.array_equal(np.asarray(a), np.asarray(b))
+                       for a, b in zip(grads, stored_grads))
+            row["same_gradient"] = "yes" if same else "NO"
+        rows.append(row)
+    return {"rows": rows}
+
+
+def main():
+    parser = _common.parser(__doc__, "backward_memory", backends=tuple(MEASURES))
+    args = parser.parse_args()
+    if _common.serve(args, worker):
+        return
+    rows, devices = _common.run_workers(__file__, [(b,) for b in args.backends])
+    print(_common.devices_line(devices))
+    _common.publish(args.json, "backward_memory", {}, devices, rows, TABLE, ABOUT)
 
 
 if __name__ == "__main__":
-    backend = keras.backend.backend()
-    print(f"backend: {backend}")
-    if backend == "jax":
-        jax_step_memory()
-    elif backend == "torch":
-        torch_saved_bytes()
-    else:
-        print("no CPU memory statistics on this backend")
+    main()

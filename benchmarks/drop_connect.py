@@ -1,6 +1,7 @@
 """Train-step time and peak memory of an MLP with `DropConnectDense` vs `Dense`.
 
     python benchmarks/drop_connect.py [--backends jax torch] [--steps 40]
+                                      [--json PATH]
 
 The same Sequential MLP (784-512-512-10) with its hidden layers as plain
 `Dense`, as `DropConnectDense(rate=0.5)` with one mask per batch (the
@@ -9,7 +10,8 @@ backend's default mode. Each (backend, variant, batch size) runs in its own
 subprocess, one after the other within one run, so that its peak resident
 memory (`ru_maxrss`, and on a GPU the peak the backend's allocator
 reports) is its own. Prints median step times, the ratio to `Dense` at the
-same batch size, and peak memory.
+same batch size, and peak memory; writes them to
+benchmarks/results/drop_connect.json (`--json`).
 
 `mask_per="example"` is timed at batch 16 and 64 (it costs about `batch`
 dense layers per step, so larger batches take long on a CPU): with chunking,
@@ -19,27 +21,52 @@ as float32 for the first layer alone).
 """
 
 import argparse
-import json
-import os
-import subprocess
-import sys
+import statistics
 
-from fit import StepTimer, device_name, gpu_device  # (benchmarks/ is on the path of a script in it)
+import _common
 
-BACKENDS = ("tensorflow", "jax", "torch")
-VARIANTS = ("dense", "batch", "example")
+# (variant, batch size): one mask per batch at 256 (the target), one per
+# example at 64 and 16; each against Dense at the same batch size.
+CONFIGS = (
+    ("dense", 256), ("batch", 256),
+    ("dense", 64), ("example", 64),
+    ("dense", 16), ("example", 16),
+)
+NAMES = {"dense": "Dense", "batch": "DropConnect/batch", "example": "DropConnect/example"}
+# [header, row key, format]
+TABLE = [
+    ["backend", "backend", ""], ["variant", "variant", ""], ["batch", "batch", "d"],
+    ["/Dense", "ratio", ".2f"], ["step ms", "ms", ".2f"],
+    ["peak MiB", "peak_mib", ".0f"], ["GPU peak MiB", "device_peak_mib", ".0f"],
+]
+ABOUT = """\
+Time of one `fit()` training step of a 784-512-512-10 MLP whose hidden layers
+are plain `Dense`, `DropConnectDense(rate=0.5)` with one kernel mask per batch
+(`DropConnect/batch`, the default) or with one per example
+(`DropConnect/example`), in each backend's default `fit()` mode, median of
+{steps} steps ({example_steps} per-example), and the peak memory of the process
+(resident; on a GPU also the allocator's peak). `/Dense` is the step time over
+`Dense`'s at the same batch size. Each row is a process of its own, run one
+after the other, so its peak memory is its own, but its ratio also carries
+the machine's drift between the two processes: the ratio of
+`benchmarks/fit.py`, measured in interleaved rounds, is the one to trust for
+`DropConnect/batch`. A per-example mask costs about `batch` dense layers per
+step; its peak memory should stay about flat from batch 16 to 64, as the
+examples go in chunks whose masks are redrawn in the backward pass."""
 
 
-def worker(backend, variant, batch, steps):
-    os.environ["KERAS_BACKEND"] = backend
-    import resource
+def steps_of(variant, steps):
+    return max(3, steps // 4) if variant == "example" else steps
 
+
+def worker(backend, args):
     import keras
     import numpy as np
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import keras_dropout_variants as kdv
 
+    variant, batch = args.config[0], int(args.config[1])
+    steps = steps_of(variant, args.steps)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch * (steps + 2), 784)).astype("float32")
     y = rng.integers(0, 10, size=(len(x),))
@@ -51,75 +78,35 @@ def worker(backend, variant, batch, steps):
 
     model = keras.Sequential([keras.Input((784,)), hidden(0), hidden(1), keras.layers.Dense(10)])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x[: 2 * batch], y[: 2 * batch], batch_size=batch, epochs=1, verbose=0)  # warm-up, compile
-    timer = StepTimer()
-    model.fit(x[2 * batch:], y[2 * batch:], batch_size=batch, epochs=1, verbose=0, callbacks=[timer.callback])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    ms = sorted(timer.times)[len(timer.times) // 2] * 1e3
-    row = {"ms": ms, "peak_mib": peak, "device": device_name(backend)}
-    device_peak = device_peak_bytes(backend)
+    # Warm-up (tracing, compilation) on two batches; the other `steps` are timed.
+    model.fit(x[: 2 * batch], y[: 2 * batch], batch_size=batch, epochs=1, verbose=0)
+    times = _common.StepTimer().fit(model, x[2 * batch:], y[2 * batch:], batch_size=batch)
+    row = {"backend": backend, "variant": NAMES[variant], "batch": batch,
+           "ms": statistics.median(times) * 1e3, "peak_mib": _common.peak_rss_mib()}
+    device_peak = _common.device_peak_bytes(backend)
     if device_peak is not None:
         row["device_peak_mib"] = device_peak / 2**20
-    print(json.dumps(row), flush=True)
-
-
-def device_peak_bytes(backend):
-    """Peak memory allocated on the GPU in this process, or None on a CPU."""
-    device = gpu_device(backend)
-    if device is None:
-        return None
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.max_memory_allocated(device)
-    return device.memory_stats()["peak_bytes_in_use"]
-
-
-def run(backend, variant, batch, steps):
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", backend, variant, str(batch), str(steps)],
-        capture_output=True, text=True,
-    )
-    rows = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
-    if proc.returncode or not rows:
-        print(f"{backend} {variant}: worker failed\n{proc.stderr[-2000:]}")
-        return None
-    return rows[0]
+    return {"rows": [row]}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--steps", type=int, default=40, help="timed steps (per-example: a quarter)")
-    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    parser = _common.parser(__doc__, "drop_connect")
+    parser.add_argument("--steps", type=int, default=40,
+                        help="timed steps (per-example: a quarter; default 40)")
+    parser.add_argument("--config", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        backend, variant, batch, steps = args.worker
-        worker(backend, variant, int(batch), int(steps))
+    if _common.serve(args, worker):
         return
-    print(f"{'backend':<12}{'variant':<18}{'batch':>6}{'step ms':>10}{'/Dense':>8}{'peak MiB':>10}"
-          f"{'GPU peak MiB':>14}")
-    devices = {}
-    for backend in args.backends:
-        for batch in (256, 64, 16):
-            dense = None
-            for variant in VARIANTS:
-                # One mask per batch at batch 256 (the target); per example at 64 and 16.
-                if (variant == "batch") != (batch == 256) and variant != "dense":
-                    continue
-                steps = args.steps if variant != "example" else max(3, args.steps // 4)
-                r = run(backend, variant, batch, steps)
-                if r is None:
-                    continue
-                dense = r["ms"] if variant == "dense" else dense
-                ratio = f"{r['ms'] / dense:8.2f}" if dense else f"{'-':>8}"
-                name = "Dense" if variant == "dense" else f"DropConnect/{variant}"
-                gpu = f"{r['device_peak_mib']:>14.0f}" if "device_peak_mib" in r else f"{'-':>14}"
-                print(f"{backend:<12}{name:<18}{batch:>6}{r['ms']:>10.2f}{ratio}{r['peak_mib']:>10.0f}{gpu}",
-                      flush=True)
-                devices[backend] = r["device"]
-    for backend, device in devices.items():
-        print(f"{backend} on {device}")
+    runs = [(b, "--config", v, str(n)) for b in args.backends for v, n in CONFIGS]
+    rows, devices = _common.run_workers(__file__, runs)
+    dense = {(r["backend"], r["batch"]): r["ms"] for r in rows if r["variant"] == "Dense"}
+    for r in rows:
+        if (r["backend"], r["batch"]) in dense:
+            r["ratio"] = r["ms"] / dense[r["backend"], r["batch"]]
+    print(_common.devices_line(devices))
+    options = {"steps": args.steps, "example_steps": steps_of("example", args.steps)}
+    about = ABOUT.format(**options)
+    _common.publish(args.json, "drop_connect", options, devices, rows, TABLE, about)
 
 
 if __name__ == "__main__":

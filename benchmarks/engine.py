@@ -14,54 +14,46 @@ which needs a C++ compiler and about a minute), the forward pass of:
 - `ours`: `keras_dropout_variants.ops.dropout`, what our `Dropout` runs, and
   `seeded`: a `SeededDropout` layer called with a `mask_id`;
 and forward+backward (the gradient of `sum(f(x) * w)`) of copy, native and
-ours. Prints medians (ms) and the ratios ours/native and ours/copy; the same
-figures go to a JSON file. Absolute times depend on the machine and its
-load: compare the ratios, which are measured back to back.
+ours. All of them take turns, call after call, for `--runs` rounds after a
+warm-up; prints medians (ms) and the ratios ours/native and ours/copy, and
+writes them to benchmarks/results/engine.json (`--json`). Absolute times
+depend on the machine and its load: compare the ratios.
 """
 
-import argparse
-import json
-import os
-import statistics
-import subprocess
-import sys
-import time
+import _common
 
-BACKENDS = ("tensorflow", "jax", "torch")
 SHAPES = ((256, 4096), (32, 64, 64, 32))
 RATES = (0.1, 0.5)
+FB = " fwd+bwd"
+# Table columns, [header, row key, format]: ratios first, then the medians.
+RATIOS = ("ours/native", "ours/copy", "ours/native" + FB, "ours/copy" + FB)
+TIMES = ("copy", "native", "keras", "ours", "seeded", "copy" + FB, "native" + FB, "ours" + FB)
+TABLE = (
+    [[key, key, ""] for key in ("backend", "mode", "shape")] + [["rate", "rate", "g"]]
+    + [[key.replace(FB, " f+b"), key, ".2f"] for key in RATIOS]
+    + [[key.replace(FB, " f+b") + " ms", key, ".3f"] for key in TIMES]
+)
+ABOUT = """\
+Time of one dropout call on a float32 tensor, forward pass and forward+backward
+(`f+b`: the gradient of `sum(f(x) * w)`), in each mode the backend has:
+`copy` is `x * 1`, the memory-bound floor no dropout can beat; `native` is the
+backend's own dropout (`tf.nn.dropout`, a `jax.random.bernoulli` dropout,
+`torch.nn.functional.dropout`); `keras` is `keras.layers.Dropout` (eager only:
+its seed generator is state); `ours` is `keras_dropout_variants.ops.dropout`,
+what our `Dropout` runs, and `seeded` a `SeededDropout` called with a
+`mask_id`. `ours/native` below 1 means ours is faster than the backend's own
+dropout; `ours/copy` is how many copies of the tensor one dropout costs. The
+ratios come from medians of {runs} rounds in which every variant takes its
+turn, side by side in one process, so a machine's drift or load slows both
+sides of a ratio alike; the absolute milliseconds depend on the machine and
+its load."""
 
 
-def timed(fn, runs, sync):
-    for _ in range(3):  # warm-up: compilation, caches
-        sync(fn())
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sync(fn())
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e3
-
-
-def worker(backend, runs, torch_compile=False):
-    os.environ["KERAS_BACKEND"] = backend
-    import keras
-    import numpy as np
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import keras_dropout_variants as kdv
-    from keras_dropout_variants import ops as kops
-
-    from fit import device_name, gpu_device  # (benchmarks/ is on the path of a script in it)
-
-    print(json.dumps({"device": device_name(backend)}), flush=True)
-    rows = []
-    sync = lambda y: y  # noqa: E731  TF and torch on CPU run synchronously.
+def backend_functions(backend, torch_compile):
+    """The backend's own dropout, forward+backward wrapper and modes."""
     if backend == "jax":
         import jax
         import jax.numpy as jnp
-
-        sync = lambda y: y.block_until_ready()  # noqa: E731
 
         def native(x, rate, c):
             key = jax.random.fold_in(jax.random.key(0), c)
@@ -71,8 +63,8 @@ def worker(backend, runs, torch_compile=False):
         def fwd_bwd(f, w, wrap):  # x, c -> d/dx sum(f(x, c) * w)
             return wrap(lambda x, c: jax.grad(lambda v: jnp.sum(f(v, c) * w))(x))
 
-        modes = {"eager": lambda f: f, "jit": jax.jit}
-    elif backend == "tensorflow":
+        return native, fwd_bwd, {"eager": lambda f: f, "jit": jax.jit}
+    if backend == "tensorflow":
         import tensorflow as tf
 
         def native(x, rate, c):
@@ -92,35 +84,44 @@ def worker(backend, runs, torch_compile=False):
             "tf.function": tf.function,
             "tf.function(xla)": lambda f: tf.function(f, jit_compile=True),
         }
-    else:
-        import torch
+        return native, fwd_bwd, modes
+    import torch
 
-        if gpu_device(backend) is not None:  # CUDA kernels run asynchronously
-            sync = lambda y: torch.cuda.synchronize()  # noqa: E731
+    def native(x, rate, c):
+        return torch.nn.functional.dropout(x, rate, training=True)
 
-        def native(x, rate, c):
-            return torch.nn.functional.dropout(x, rate, training=True)
+    def fwd_bwd(f, w, wrap):
+        f = wrap(f)  # torch.compile compiles the backward with the forward
 
-        def fwd_bwd(f, w, wrap):
-            f = wrap(f)  # torch.compile compiles the backward with the forward
+        def grad(x, c):
+            v = x.detach().requires_grad_()
+            (f(v, c) * w).sum().backward()
+            return v.grad
 
-            def grad(x, c):
-                v = x.detach().requires_grad_()
-                (f(v, c) * w).sum().backward()
-                return v.grad
+        return grad
 
-            return grad
+    modes = {"eager": lambda f: f}
+    if torch_compile:
+        modes["torch.compile"] = torch.compile
+    return native, fwd_bwd, modes
 
-        modes = {"eager": lambda f: f}
-        if torch_compile:
-            modes["torch.compile"] = torch.compile
+
+def worker(backend, args):
+    import keras
+    import numpy as np
+
+    import keras_dropout_variants as kdv
+
+    native, fwd_bwd, modes = backend_functions(backend, args.torch_compile)
+    sync = _common.sync_function(backend)
 
     def ours(x, rate, c):
-        return kops.dropout(x, rate, seed=1, counter=c)
+        return kdv.ops.dropout(x, rate, seed=1, counter=c)
 
     def copy(x, rate, c):
         return x * 1
 
+    rows = []
     for shape in SHAPES:
         data = np.random.default_rng(0).normal(size=(2,) + shape).astype("float32")
         x, w = (keras.ops.convert_to_tensor(a) for a in data)
@@ -136,75 +137,37 @@ def worker(backend, runs, torch_compile=False):
                 return seeded_layer(x, training=True, mask_id=c)
 
             for mode, wrap in modes.items():
-                row = {"backend": backend, "mode": mode, "shape": list(shape), "rate": rate}
                 impls = {"copy": copy, "native": native, "ours": ours, "seeded": seeded}
                 if mode == "eager":  # a stateful layer does not go into a jit
                     impls["keras"] = keras_dropout
+                fns = {}
                 for name, impl in impls.items():
                     f = lambda x, c, impl=impl, rate=rate: impl(x, rate, c)  # noqa: E731
-                    row[name] = timed(lambda f=wrap(f): f(x, c), runs, sync)
+                    fns[name] = _common.clocked(lambda f=wrap(f): f(x, c), sync)
                     if name in ("copy", "native", "ours"):
                         g = fwd_bwd(f, w, wrap)
-                        row[name + " fwd+bwd"] = timed(lambda: g(x, c), runs, sync)
-                for suffix in ("", " fwd+bwd"):
-                    ours_ms = row["ours" + suffix]
-                    row["ours/native" + suffix] = ours_ms / row["native" + suffix]
-                    row["ours/copy" + suffix] = ours_ms / row["copy" + suffix]
+                        fns[name + FB] = _common.clocked(lambda g=g: g(x, c), sync)
+                row = {"backend": backend, "mode": mode, "shape": list(shape), "rate": rate}
+                row.update(_common.interleaved(fns, args.runs))
+                for suffix in ("", FB):
+                    row["ours/native" + suffix] = row["ours" + suffix] / row["native" + suffix]
+                    row["ours/copy" + suffix] = row["ours" + suffix] / row["copy" + suffix]
                 rows.append(row)
-                print(json.dumps(row), flush=True)
-    return rows
+    return {"rows": rows}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--json", default=os.path.join("benchmarks", "results", "engine.json"))
+    parser = _common.parser(__doc__, "engine")
+    parser.add_argument("--runs", type=int, default=30, help="timed rounds (default 30)")
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
-    parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        worker(args.worker, args.runs, args.torch_compile)
+    if _common.serve(args, worker):
         return
-
-    rows, devices = [], []
-    for backend in args.backends:
-        command = [sys.executable, __file__, "--worker", backend, "--runs", str(args.runs)]
-        proc = subprocess.run(
-            command + ["--torch-compile"] * args.torch_compile, capture_output=True, text=True
-        )
-        if proc.returncode:
-            print(f"{backend}: worker failed\n{proc.stderr[-3000:]}")
-            continue
-        for line in proc.stdout.splitlines():
-            if line.startswith("{"):
-                row = json.loads(line)
-                if "device" in row:
-                    devices.append(f"{backend} on {row['device']}")
-                else:
-                    rows.append(row)
-
-    print(f"median ms over {args.runs} runs; " + "; ".join(devices))
-    print(f"{'':<51}{'forward':<47}{'forward+backward':<30}")
-    print(
-        f"{'backend':<11}{'mode':<18}{'shape':<13}{'rate':>5}  "
-        f"{'copy':>7}{'native':>8}{'keras':>8}{'ours':>7}{'seeded':>8}{'/native':>8}{'/copy':>6}  "
-        f"{'copy':>7}{'native':>8}{'ours':>7}{'/native':>8}{'/copy':>6}"
-    )
-    for r in rows:
-        keras_ms = f"{r['keras']:8.2f}" if "keras" in r else f"{'-':>8}"
-        fb = " fwd+bwd"
-        print(
-            f"{r['backend']:<11}{r['mode']:<18}{'x'.join(map(str, r['shape'])):<13}{r['rate']:>5}  "
-            f"{r['copy']:7.2f}{r['native']:8.2f}{keras_ms}{r['ours']:7.2f}{r['seeded']:8.2f}"
-            f"{r['ours/native']:8.2f}{r['ours/copy']:6.1f}  "
-            f"{r['copy' + fb]:7.2f}{r['native' + fb]:8.2f}{r['ours' + fb]:7.2f}"
-            f"{r['ours/native' + fb]:8.2f}{r['ours/copy' + fb]:6.1f}"
-        )
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"runs": args.runs, "rows": rows}, f, indent=1)
-    print(f"wrote {args.json}")
+    rows, devices = _common.run_workers(__file__, [(b,) for b in args.backends])
+    print(f"median ms over {args.runs} interleaved rounds; {_common.devices_line(devices)}")
+    options = {"runs": args.runs, "torch_compile": args.torch_compile}
+    about = ABOUT.format(runs=args.runs)
+    _common.publish(args.json, "engine", options, devices, rows, TABLE, about)
 
 
 if __name__ == "__main__":

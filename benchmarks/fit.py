@@ -1,7 +1,7 @@
 """`fit()` step time of an MLP with our layers vs Keras' own, side by side.
 
     python benchmarks/fit.py [--backends jax torch] [--rounds 8] [--steps 10]
-                             [--batch 256] [--torch-compile]
+                             [--batch 256] [--torch-compile] [--json PATH]
 
 A Sequential 784-1024-1024-10 MLP (ReLU, Adam, batch 256 unless `--batch`)
 in each backend's default `fit()` mode (TF graph, `jax.jit`, torch eager),
@@ -15,18 +15,14 @@ Pairs, each measured against its baseline in the same process:
 The models run in interleaved rounds (`--steps` steps of each in turn) so
 that a machine whose speed drifts slows every model alike; each figure is
 the median step time over all rounds, from `on_train_batch_begin` to `_end`.
-Prints the medians and the ratios; `--json` writes them too.
+Prints the medians and the ratios, and writes them to
+benchmarks/results/fit.json (`--json`).
 """
 
 import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
-import time
 
-BACKENDS = ("tensorflow", "jax", "torch")
+import _common
+
 # (variant, baseline it is compared with)
 VARIANTS = (
     ("keras.Dropout", None),
@@ -36,65 +32,21 @@ VARIANTS = (
     ("DropConnectDense", "Dense"),
 )
 UNITS = 1024
-
-
-class StepTimer:
-    """Wall time of each training step of `fit()`, as a Keras callback.
-
-    A callback with its own `on_train_batch_end` turns off Keras' asynchronous
-    dispatch, and the step's logs are converted to Python floats before it
-    runs: that waits for the device, so on a GPU a step's time is its whole
-    computation, not its launch.
-    """
-
-    def __init__(self):
-        import keras
-
-        timer = self
-
-        class Callback(keras.callbacks.Callback):
-            def on_train_batch_begin(self, batch, logs=None):
-                self.start = time.perf_counter()
-
-            def on_train_batch_end(self, batch, logs=None):
-                timer.times.append(time.perf_counter() - self.start)
-
-        self.times = []
-        self.callback = Callback()
-
-
-def gpu_device(backend):
-    """The GPU Keras computes on under `backend` (a torch or JAX device, in a
-    worker process), or None on a CPU."""
-    import keras
-
-    x = keras.ops.zeros(())
-    if backend == "torch" and x.device.type == "cuda":
-        return x.device
-    if backend == "jax":
-        device = next(iter(x.devices()))
-        if device.platform != "cpu":
-            return device
-    return None
-
-
-def device_name(backend):
-    """The device Keras computes on under `backend` (in a worker process)."""
-    device = gpu_device(backend)
-    if device is None:
-        return f"{platform.machine()} CPU, {os.cpu_count()} cores"
-    if backend == "torch":
-        import torch
-
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    import jax
-
-    return f"{device.device_kind} (jax {jax.__version__})"
-
-
-def median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
+# [header, row key, format]
+TABLE = [["backend", "backend", ""], ["variant", "variant", ""], ["ratio", "ratio", ".2f"],
+         ["vs", "baseline", ""], ["step ms", "ms", ".2f"]]
+ABOUT = """\
+Time of one `fit()` training step of a 784-{units}-{units}-10 MLP (ReLU, Adam,
+batch {batch}, float32) in each backend's default `fit()` mode (TF graph,
+`jax.jit`, torch eager; `torch.compile` is `jit_compile=True`). `Dropout`
+and `SeededDropout` are ours, after each hidden layer, against
+`keras.layers.Dropout` there (all at rate 0.5); `DropConnectDense(rate=0.5)`
+(one kernel mask per step) is against plain `Dense` hidden layers. `ratio` is
+the variant's step time over its baseline's (`vs`): 1.05 means 5% slower
+training steps. The models of a backend run in {rounds} interleaved rounds of
+{steps} steps each in one process, so that a machine whose speed drifts slows
+them alike; the figures are medians over all steps. The ratios are what to
+compare; the milliseconds depend on the machine and its load."""
 
 
 def build(variant, seed, jit_compile="auto"):
@@ -125,86 +77,54 @@ def build(variant, seed, jit_compile="auto"):
     return model
 
 
-def worker(backend, rounds, steps, batch, jit_compile):
-    os.environ["KERAS_BACKEND"] = backend
+def worker(backend, args):
     import numpy as np
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch * steps, 784)).astype("float32")
+    x = rng.normal(size=(args.batch * args.steps, 784)).astype("float32")
     y = rng.integers(0, 10, size=(len(x),))
-    if jit_compile:  # five models' layers in one process: one compile each
+    if args.jit:  # five models' layers in one process: one compile each
         import torch
 
         torch._dynamo.config.recompile_limit = 64
         torch._dynamo.config.accumulated_recompile_limit = 1024
-    print(json.dumps({"device": device_name(backend)}), flush=True)
-    models = {name: build(name, 1, True if jit_compile else "auto") for name, _ in VARIANTS}
-    mode = f"{backend}.compile" if jit_compile else backend
-    timers = {name: StepTimer() for name in models}
-    for model in models.values():  # warm-up: tracing, compilation, allocations
-        model.fit(x, y, batch_size=batch, epochs=2, verbose=0)
-    for _ in range(rounds):
-        for name, model in models.items():
-            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[timers[name].callback])
-    ms = {name: median(t.times) * 1e3 for name, t in timers.items()}
+    timer = _common.StepTimer()
+    fns = {}
+    for name, _ in VARIANTS:
+        model = build(name, 1, True if args.jit else "auto")
+        fns[name] = lambda model=model: timer.fit(model, x, y, batch_size=args.batch)
+    # Two warm-up epochs each: tracing, compilation, allocations.
+    ms = _common.interleaved(fns, args.rounds, warmup=2)
+    mode = f"{backend}.compile" if args.jit else backend
+    rows = []
     for name, baseline in VARIANTS:
         row = {"backend": mode, "variant": name, "ms": ms[name]}
         if baseline:
             row.update(baseline=baseline, ratio=ms[name] / ms[baseline])
-        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return {"rows": rows}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser = _common.parser(__doc__, "fit")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
     parser.add_argument("--steps", type=int, default=10, help="steps of each model per round")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
-    parser.add_argument("--json", default=os.path.join("benchmarks", "results", "fit.json"))
-    parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        worker(args.worker, args.rounds, args.steps, args.batch, args.jit)
+    if _common.serve(args, worker):
         return
-
-    print(
-        f"fit() step, 784-{UNITS}-{UNITS}-10 MLP, batch {args.batch}, median of "
-        f"{args.rounds} x {args.steps} steps; {platform.machine()}, {os.cpu_count()} cores"
-    )
-    print(f"{'backend':<15}{'variant':<18}{'step ms':>9}  ratio")
-    rows = []
-    runs = [(b, False) for b in args.backends]
+    runs = [(b,) for b in args.backends]
     if args.torch_compile and "torch" in args.backends:
-        runs.append(("torch", True))
-    for backend, jit in runs:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", backend, "--rounds", str(args.rounds),
-             "--steps", str(args.steps), "--batch", str(args.batch)] + ["--jit"] * jit,
-            capture_output=True, text=True,
-        )
-        if proc.returncode:
-            print(f"{backend}: worker failed\n{proc.stderr[-3000:]}")
-            continue
-        for line in proc.stdout.splitlines():
-            if not line.startswith("{"):
-                continue
-            r = json.loads(line)
-            if "device" in r:
-                print(f"{backend} on {r['device']}")
-                continue
-            rows.append(r)
-            ratio = f"{r['ratio']:.2f} x {r['baseline']}" if "ratio" in r else ""
-            print(f"{r['backend']:<15}{r['variant']:<18}{r['ms']:9.2f}  {ratio}", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(
-            {"rounds": args.rounds, "steps": args.steps, "batch": args.batch, "rows": rows},
-            f, indent=1,
-        )
-    print(f"wrote {args.json}")
+        runs.append(("torch", "--jit"))
+    rows, devices = _common.run_workers(__file__, runs)
+    print(f"fit() step, 784-{UNITS}-{UNITS}-10 MLP, batch {args.batch}, median of "
+          f"{args.rounds} x {args.steps} steps; {_common.devices_line(devices)}")
+    options = {"rounds": args.rounds, "steps": args.steps, "batch": args.batch,
+               "torch_compile": args.torch_compile}
+    about = ABOUT.format(units=UNITS, **options)
+    _common.publish(args.json, "fit", options, devices, rows, TABLE, about)
 
 
 if __name__ == "__main__":
