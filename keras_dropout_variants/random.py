@@ -317,9 +317,13 @@ def keep_mask(shape, rate, seed, counter=0, offset=0):
     shape, size, threshold, words = _mask_arguments(shape, rate, seed, counter, offset)
     if threshold >= _U32:
         return ops.ones(shape, dtype="bool")
+    return ops.reshape(_dispatch_keep(size, *words, threshold), shape)
+
+
+def _dispatch_keep(size, seed, counter, offset, threshold):
+    """`_flat_keep` by the backend's fast path where it has one."""
     fast = _backends.fast_path("keep_mask")
-    flat = fast(size, *words, threshold) if fast else _flat_keep(size, *words, threshold)
-    return ops.reshape(flat, shape)
+    return (fast or _flat_keep)(size, seed, counter, offset, threshold)
 
 
 def apply_keep(x, keep, rate):
@@ -366,7 +370,7 @@ def drop(x, mask_shape, rate, seed, counter=0, offset=0):
     fast = _backends.fast_path("drop")
     if fast:
         return fast(x, shape, size, *words, threshold, rate)
-    keep = ops.reshape(_flat_keep(size, *words, threshold), shape)
+    keep = ops.reshape(_dispatch_keep(size, *words, threshold), shape)
     return _apply_scale(x, keep, _scale(x, rate))
 
 

@@ -356,3 +356,19 @@ def test_drop_and_apply_keep_at_rate_one_give_zeros_and_zero_gradients():
 def test_drop_at_rate_zero_returns_its_input():
     x = keras.ops.convert_to_tensor(np.array([1.0, np.nan, -0.0], "float32"))
     assert kr.drop(x, (3,), 0.0, seed=3) is x
+
+
+def test_keep_mask_and_drop_take_the_backend_fast_path(monkeypatch):
+    # Bits alone cannot tell a fast path from the plain one: count the calls.
+    module = _backends._module(BACKEND)
+    calls = []
+
+    def counted(name, function):
+        return lambda *args: calls.append(name) or function(*args)
+
+    for name in ("keep_mask", "drop"):
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
+    kr.keep_mask((64, 64), 0.5, seed=1)
+    kr.drop(keras.ops.ones((64, 64)), (64, 64), 0.5, seed=1)
+    assert calls == ["keep_mask", "drop" if hasattr(module, "drop") else "keep_mask"]
