@@ -153,7 +153,7 @@ def test_torch_drop_of_a_tensor_on_another_device_computes_on_keras_device(shape
 def test_eager_torch_training_step_does_not_synchronize_the_gpu():
     # A blocking host-to-device copy (a Python number made into a tensor)
     # waits for everything queued on the GPU: in a fit() step of a few ms,
-    # a few of them per layer made DropConnectDense 1.85x Dense on an H100.
+    # a few of them per layer can make the step CPU-bound.
     # The layers' training calls and their gradients must queue work only.
     skip_without_cuda()
     import keras_dropout_variants as kdv
