@@ -138,3 +138,22 @@ def floating(x, name="inputs"):
             f"of dtype {dtype}. Cast it to a float dtype first: dropping "
             "integers would silently change the values' scale."
         )
+
+
+def dense_operands(x, kernel, name="x"):
+    """`x` and `kernel` as tensors that make a dense product `x @ kernel`:
+    floating `x` of shape `(..., in)` and a matrix `kernel` of shape
+    `(in, out)`. Checked here, so that a wrong width gets this message
+    rather than a backend's matmul error."""
+    x = ops.convert_to_tensor(x)
+    floating(x, name)
+    kernel = ops.convert_to_tensor(kernel)
+    if len(kernel.shape) != 2:
+        raise invalid(ValueError, "kernel", "a matrix of shape (in, out)", kernel)
+    width, in_dim = (x.shape[-1] if len(x.shape) else None), kernel.shape[0]
+    if len(x.shape) == 0 or (width is not None and in_dim is not None and width != in_dim):
+        raise ValueError(
+            f"`{name}` must have a last dimension of {in_dim}, the first of `kernel` "
+            f"(of shape {tuple(kernel.shape)}). Received: {name} of shape {tuple(x.shape)}"
+        )
+    return x, kernel

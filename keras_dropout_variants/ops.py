@@ -6,6 +6,7 @@ its op give the same bits for the same `(seed, counter)` on every backend.
 
 import math
 
+import keras
 from keras import ops
 
 from keras_dropout_variants import _checks
@@ -148,8 +149,11 @@ def drop_connect(
     """
     mask_per = _checks.one_of(mask_per, "mask_per", ("batch", "example"))
     rate = _checks.rate(rate)
-    kernel = ops.convert_to_tensor(kernel)
-    if mask_per == "example" and 0.0 < rate < 1.0:
+    x, kernel = _checks.dense_operands(x, kernel)
+    # An empty batch has no example to draw masks for: its (empty) output
+    # and zero gradients are the batch mode's.
+    empty = len(x.shape) > 1 and x.shape[0] == 0
+    if mask_per == "example" and 0.0 < rate < 1.0 and not empty:
         return _drop_connect_per_example(
             x, kernel, rate, bias, drop_bias, seed, counter, max_mask_elements
         )
@@ -177,8 +181,6 @@ def _drop_connect_per_example(
     seed = _checks.seed(seed)
     counter = _checks.word(counter, "counter")
     max_mask_elements = _checks.positive_int(max_mask_elements, "max_mask_elements")
-    x = ops.convert_to_tensor(x)
-    _checks.floating(x, "x")
     if len(x.shape) < 2:
         raise ValueError(
             "`mask_per='example'` needs inputs with a batch axis, "
@@ -306,15 +308,19 @@ def drop_connect_gaussian(
     seed = _checks.seed(seed)
     num_samples = _checks.positive_int(num_samples, "num_samples")
     activation = activation or (lambda v: v)
-    x = ops.convert_to_tensor(x)
-    _checks.floating(x, "x")
-    kernel = ops.cast(ops.convert_to_tensor(kernel), x.dtype)
+    x, kernel = _checks.dense_operands(x, kernel)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    # The moments in at least float32: the variance, a sum of x**2 w**2,
+    # overflows float16 long before the output does.
+    compute = "float32" if dtype in ("float16", "bfloat16") else dtype
+    x, kernel = ops.cast(x, compute), ops.cast(kernel, compute)
+    bias = None if bias is None else ops.cast(bias, compute)
     if rate == 1.0:
         # Every weight is dropped: the training output is constant.
         pre = ops.zeros_like(ops.matmul(ops.zeros_like(x), kernel))
         if bias is not None and not drop_bias:
             pre = ops.add(pre, bias)
-        return activation(pre)
+        return ops.cast(activation(pre), dtype)
     mean = ops.matmul(x, kernel)
     factor = rate / (1.0 - rate)
     var = ops.multiply(ops.matmul(ops.square(x), ops.square(kernel)), factor)
@@ -323,8 +329,8 @@ def drop_connect_gaussian(
         if drop_bias:
             var = ops.add(var, ops.multiply(ops.square(bias), factor))
     units = kernel.shape[-1]
-    z = _random.normal((num_samples, units), seed, counter, dtype=x.dtype)
+    z = _random.normal((num_samples, units), seed, counter, dtype=compute)
     z = ops.reshape(z, (num_samples,) + (1,) * (len(mean.shape) - 1) + (units,))
     spread = ops.multiply(ops.sqrt(var), z)
     total = ops.add(activation(ops.add(mean, spread)), activation(ops.subtract(mean, spread)))
-    return ops.divide(ops.mean(total, axis=0), 2.0)
+    return ops.cast(ops.divide(ops.mean(total, axis=0), 2.0), dtype)

@@ -427,3 +427,58 @@ def test_per_example_layer_fits_and_round_trips(tmp_path):
 def test_bad_per_example_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_activity_regularizer_applies_in_training_as_on_a_plain_dense():
+    x = normal_data((8, 12))
+    layer = kdv.DropConnectDense(5, rate=0.5, seed=2, activity_regularizer="l2")
+    y = layer(x, training=True)
+    expected = keras.regularizers.L2(0.01)(y) / 8  # per example, as Keras
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(to_np(layer.losses[0]), to_np(expected), rtol=1e-6)
+    layer(x)  # inference: the wrapped Dense adds it itself
+    assert len(layer.losses) == 1
+
+
+def test_empty_batch_per_example_gives_the_empty_output_and_gradient():
+    layer = kdv.DropConnectDense(5, rate=0.5, seed=2, mask_per="example")
+    layer.build((None, 12))
+    empty = np.zeros((0, 12), "float32")
+    y = layer(empty, training=True)
+    assert tuple(y.shape) == (0, 5)
+    kernel = to_np(layer.layer.kernel)
+
+    def f(k):
+        return kops.drop_connect(empty, k, 0.5, seed=2, mask_per="example")
+
+    grad = gradient(f, kernel)
+    assert grad.shape == kernel.shape and not grad.any()
+
+
+def test_gaussian_inference_computes_its_moments_in_float32():
+    # Under mixed_float16 the variance sum(x**2 w**2) overflows float16
+    # (here 64 * 40**2 * 2 > 65504) long before the output (2560) does.
+    x = np.full((2, 64), 40.0, "float32")
+    for activation in (None, "relu"):
+        layer = kdv.DropConnectDense(
+            1, rate=0.5, seed=1, inference="gaussian", kernel_initializer="ones",
+            activation=activation, dtype="mixed_float16",
+        )
+        y = to_np(layer(x)).astype("float32")
+        assert np.isfinite(y).all(), y
+        np.testing.assert_allclose(y, 2560.0, rtol=0.05)
+
+
+@pytest.mark.parametrize("mask_per", ["batch", "example"])
+def test_wrong_input_width_and_integer_x_get_clear_errors(mask_per):
+    layer = kdv.DropConnectDense(5, rate=0.5, seed=1, mask_per=mask_per)
+    layer.build((None, 12))
+    with pytest.raises(ValueError, match=r"`inputs` must have a last dimension of 12.*Received: inputs of shape \(3, 7\)"):
+        layer(normal_data((3, 7)), training=True)
+    kernel = normal_data((12, 5))
+    with pytest.raises(ValueError, match=r"`x` must have a last dimension of 12.*Received: x of shape \(3, 7\)"):
+        kops.drop_connect(normal_data((3, 7)), kernel, 0.5, seed=1, mask_per=mask_per)
+    with pytest.raises(ValueError, match=r"`kernel` must be a matrix"):
+        kops.drop_connect(normal_data((3, 12)), kernel[0], 0.5, seed=1, mask_per=mask_per)
+    with pytest.raises(TypeError, match=r"`x` must be floating-point.*int32"):
+        kops.drop_connect(np.ones((3, 12), "int32"), kernel, 0.5, seed=1, mask_per=mask_per)

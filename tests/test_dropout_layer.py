@@ -294,3 +294,46 @@ def test_rate_one_in_fit_gives_finite_loss():
     model.compile("sgd", "mse")
     history = model.fit(x, x[:, :1], epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+@pytest.mark.parametrize("mask_id,shown", [(np.int64(2**32), "4294967296"), (np.int64(-1), "-1")])
+def test_numpy_mask_id_outside_the_words_raises(mask_id, shown):
+    # Checked before Keras turns a NumPy integer into a tensor (which wraps).
+    layer = kdv.SeededDropout(0.5, seed=4)
+    with pytest.raises(ValueError, match=rf"`mask_id` must be .*Received: mask_id={shown}"):
+        layer(normal_data(), training=True, mask_id=mask_id)
+    x = normal_data()
+    np.testing.assert_array_equal(
+        to_np(layer(x, training=True, mask_id=np.uint32(2**32 - 1))),
+        to_np(layer(x, training=True, mask_id=2**32 - 1)),
+    )
+
+
+def test_weights_saved_with_keras_dropout_load_with_the_counter_at_zero(tmp_path):
+    # Switching a model from keras.layers.Dropout to ours keeps its weight
+    # files usable: the counter they lack starts at 0, with a warning.
+    def build(dropout):
+        keras.utils.set_random_seed(0)
+        return keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(16), dropout(0.5, seed=1), keras.layers.Dense(2)]
+        )
+
+    old = build(keras.layers.Dropout)
+    path = str(tmp_path / "old.weights.h5")
+    old.save_weights(path)
+    ours = build(kdv.Dropout)
+    ours.layers[1].counter.assign(5)
+    for layer in ours.layers[::2]:  # other values than the file's
+        layer.set_weights([w + 1 for w in layer.get_weights()])
+    with pytest.warns(UserWarning, match="no step counter"):
+        ours.load_weights(path)
+    assert steps_taken(ours.layers[1]) == 0
+    x = normal_data((4, 8))
+    np.testing.assert_array_equal(ours.predict(x, verbose=0), old.predict(x, verbose=0))
+    # The other way, Keras' own error names the layer; skip_mismatch loads.
+    ours_path = str(tmp_path / "ours.weights.h5")
+    ours.save_weights(ours_path)
+    with pytest.raises(ValueError, match="dropout"):
+        old.load_weights(ours_path)
+    with pytest.warns(UserWarning, match="could not be loaded"):
+        old.load_weights(ours_path, skip_mismatch=True)

@@ -1,6 +1,7 @@
 """The base class of the package's stochastic layers."""
 
 import random as python_random
+import warnings
 
 import keras
 from keras import ops
@@ -49,9 +50,14 @@ class StochasticLayer(keras.layers.Layer):
         elif type(self).build is keras.layers.Layer.build:  # Keras < 3.9
             self.built = True
 
-    def call(self, inputs, training=False, mask_id=None):
+    def __call__(self, *args, mask_id=None, **kwargs):
         if mask_id is not None:
-            mask_id = _checks.word(mask_id, "mask_id")
+            # Checked before Keras converts a NumPy integer into a tensor,
+            # which would wrap 2**32 to 0 and -1 to 2**32 - 1 unnoticed.
+            kwargs["mask_id"] = _checks.word(mask_id, "mask_id")
+        return super().__call__(*args, **kwargs)
+
+    def call(self, inputs, training=False, mask_id=None):
         if not training:
             return self._inference(inputs)
         _checks.floating(inputs)
@@ -68,6 +74,20 @@ class StochasticLayer(keras.layers.Layer):
         # copy that waits for the GPU.
         self.counter.assign(ops.add(counter, ops.ones_like(counter)))
         return outputs
+
+    def load_own_variables(self, store):
+        if not len(store.keys()):
+            # Saved where a layer without a step counter stood: a model
+            # switching from `keras.layers.Dropout` to this package.
+            warnings.warn(
+                "Loaded weights that hold no step counter for a "
+                "keras_dropout_variants layer (saved with keras.layers.Dropout, "
+                "say): its counter starts at 0.",
+                stacklevel=2,
+            )
+            self.counter.assign(0)
+            return
+        super().load_own_variables(store)
 
     def _draws_masks(self):
         return True

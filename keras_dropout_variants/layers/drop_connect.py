@@ -1,4 +1,5 @@
 import keras
+from keras import ops
 
 from keras_dropout_variants import _checks
 from keras_dropout_variants import ops as _ops
@@ -113,11 +114,19 @@ class DropConnect(StochasticLayer, keras.layers.Wrapper):
 
     def _training(self, inputs, counter):
         dense = self.layer
+        # Named as the layer's argument; `ops.drop_connect` checks it too.
+        _checks.dense_operands(inputs, dense.kernel, "inputs")
         outputs = _ops.drop_connect(
             inputs, dense.kernel, self.rate, self._bias(), self.drop_bias,
             seed=self.seed, counter=counter, mask_per=self.mask_per,
         )
-        return dense.activation(outputs)
+        outputs = dense.activation(outputs)
+        if dense.activity_regularizer is not None:
+            # `Dense.__call__`, bypassed here, adds it: per example, as Keras.
+            loss = dense.activity_regularizer(outputs)
+            batch = ops.cast(ops.shape(outputs)[0], loss.dtype)
+            self.add_loss(ops.divide_no_nan(loss, batch))
+        return outputs
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

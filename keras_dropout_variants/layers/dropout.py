@@ -22,12 +22,13 @@ class Dropout(StochasticLayer):
     (`layer.counter`): it advances once per training call, also inside a
     compiled `fit()`, and is saved with the model, so a reloaded model goes on
     with the next mask instead of replaying the first ones. Being a weight,
-    it appears in `layer.weights` and `model.get_weights()`: weights taken
-    from a model built with `keras.layers.Dropout` do not fit
+    it appears in `layer.weights` and `model.get_weights()`: a weight list
+    taken from a model built with `keras.layers.Dropout` does not fit
     `set_weights` of the same model built with this layer (one more array
-    per layer). With `seed=None` a seed is drawn at construction from
-    Python's `random` (so `keras.utils.set_random_seed` makes it
-    reproducible) and is kept in the config.
+    per layer), but its weights file loads (`load_weights`), the counter
+    starting at 0 with a warning. With `seed=None` a seed is drawn at
+    construction from Python's `random` (so `keras.utils.set_random_seed`
+    makes it reproducible) and is kept in the config.
 
     Args:
         rate: Float between 0 and 1. Fraction of the input units to drop.
