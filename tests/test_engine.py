@@ -372,3 +372,16 @@ def test_keep_mask_and_drop_take_the_backend_fast_path(monkeypatch):
     kr.keep_mask((64, 64), 0.5, seed=1)
     kr.drop(keras.ops.ones((64, 64)), (64, 64), 0.5, seed=1)
     assert calls == ["keep_mask", "drop" if hasattr(module, "drop") else "keep_mask"]
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function traces exist under TensorFlow only")
+def test_tensorflow_fast_path_is_traced_once_for_every_size_and_rate():
+    # A new Python trace per mask size flooded eager training loops with
+    # varying lengths with TensorFlow's retracing warnings.
+    from keras_dropout_variants._backends import tensorflow as fast
+
+    before = fast._compiled_keep.experimental_get_tracing_count()
+    for n in range(5, 12):
+        rate = 0.05 + 0.1 * (n % 9)
+        np.testing.assert_array_equal(to_np(kr.keep_mask((n, 3), rate, 5, 2)), reference.keep_mask((n, 3), rate, 5, 2))
+    assert fast._compiled_keep.experimental_get_tracing_count() <= max(before, 1)

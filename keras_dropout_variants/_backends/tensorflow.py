@@ -3,17 +3,24 @@
 `fit()` runs plain (non-XLA) graphs by default, where each int32 op is a
 separate kernel launch over the whole mask; the same keras.ops code in a
 `jit_compile=True` function is fused into one kernel there, and inlines into
-an outer XLA graph. TensorFlow keeps one trace per (mask size, rate).
+an outer XLA graph. Every argument goes in as a scalar tensor, so the
+function is traced once: XLA compiles one kernel per mask size (the size is
+a compile-time constant to it) without a new Python trace, and without
+TensorFlow's retracing warnings when sizes vary (sequence lengths, say).
 """
 
 import tensorflow as tf
 
 from keras_dropout_variants import random as _random
 
-_compiled_keep = tf.function(_random._flat_keep, jit_compile=True)
+
+def _keep(size, seed, counter, offset, limit):
+    return _random._keep_from_key(size, *_random._stream_key(seed, counter, offset), limit)
+
+
+_compiled_keep = tf.function(_keep, jit_compile=True)
 
 
 def keep_mask(size, seed, counter, offset, threshold):
-    # Words go in as tensors: a new seed or counter does not retrace.
-    words = (_random._as_word(w) for w in (seed, counter, offset))
-    return _compiled_keep(size, *words, threshold)
+    words = (size, seed, counter, offset, _random._limit(threshold))
+    return _compiled_keep(*(_random._as_word(w) for w in words))
