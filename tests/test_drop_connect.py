@@ -482,3 +482,27 @@ def test_wrong_input_width_and_integer_x_get_clear_errors(mask_per):
         kops.drop_connect(normal_data((3, 12)), kernel[0], 0.5, seed=1, mask_per=mask_per)
     with pytest.raises(TypeError, match=r"`x` must be floating-point.*int32"):
         kops.drop_connect(np.ones((3, 12), "int32"), kernel, 0.5, seed=1, mask_per=mask_per)
+
+
+@pytest.mark.filterwarnings("ignore:Layer InputLayer does not have a `quantize`:UserWarning")
+def test_quantized_model_refuses_what_needs_the_float_kernel():
+    # model.quantize quantizes the Dense inside the wrapper: its int8 kernel
+    # must not be dropped or moment-matched without its scale (that gave
+    # outputs off by 10**3). "mean" inference runs the quantized Dense.
+    x = normal_data((4, 12))
+    for inference in ("mean", "gaussian"):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([
+            keras.Input((12,)),
+            kdv.DropConnectDense(6, rate=0.5, seed=1, inference=inference),
+        ])
+        before = model.predict(x, verbose=0)
+        model.quantize("int8")
+        with pytest.raises(ValueError, match="quantized Dense.*'int8'"):
+            model.layers[0](x, training=True)
+        if inference == "mean":
+            after = model.predict(x, verbose=0)
+            np.testing.assert_allclose(after, before, atol=0.05 * np.abs(before).max())
+        else:
+            with pytest.raises(ValueError, match="quantized Dense.*'int8'"):
+                model.predict(x, verbose=0)

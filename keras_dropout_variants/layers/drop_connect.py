@@ -26,7 +26,10 @@ class DropConnect(StochasticLayer, keras.layers.Wrapper):
     counter is a saved non-trainable weight (`wrapper.counter`).
 
     Args:
-        layer: a `keras.layers.Dense` (not quantized).
+        layer: a `keras.layers.Dense`, not quantized. After
+            `model.quantize`, which quantizes the wrapped Dense, training and
+            `inference="gaussian"` raise a `ValueError` (they need the float
+            kernel); `inference="mean"` runs the quantized Dense.
         rate: Float between 0 and 1: the probability of dropping a weight.
         seed: Python integer in `[0, 2**32)`, or `None` to draw one.
         drop_bias: whether the bias is dropped (and rescaled) too.
@@ -80,12 +83,7 @@ class DropConnect(StochasticLayer, keras.layers.Wrapper):
     ):
         if not isinstance(layer, keras.layers.Dense):
             raise _checks.invalid(ValueError, "layer", "a `keras.layers.Dense`", layer)
-        if layer.quantization_mode is not None:
-            raise ValueError(
-                "DropConnect cannot drop the weights of a quantized Dense: "
-                f"layer {layer.name!r} uses quantization mode "
-                f"{layer.quantization_mode!r}."
-            )
+        _check_float_kernel(layer)
         # Compute in the wrapped layer's dtype policy, as it would alone.
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, seed=seed, **kwargs)
@@ -104,7 +102,8 @@ class DropConnect(StochasticLayer, keras.layers.Wrapper):
     def _inference(self, inputs):
         dense = self.layer
         if self.inference == "mean" or self.rate == 0.0:
-            return dense(inputs)
+            return dense(inputs)  # quantized or not
+        _check_float_kernel(dense)
         _checks.floating(inputs)
         # Fixed draws (counter 0): inference stays deterministic.
         return _ops.drop_connect_gaussian(
@@ -114,6 +113,7 @@ class DropConnect(StochasticLayer, keras.layers.Wrapper):
 
     def _training(self, inputs, counter):
         dense = self.layer
+        _check_float_kernel(dense)
         # Named as the layer's argument; `ops.drop_connect` checks it too.
         _checks.dense_operands(inputs, dense.kernel, "inputs")
         outputs = _ops.drop_connect(
@@ -145,6 +145,23 @@ class DropConnect(StochasticLayer, keras.layers.Wrapper):
     def from_config(cls, config, custom_objects=None):
         # Wrapper.from_config pops "layer": leave the caller's dict intact.
         return super().from_config(dict(config), custom_objects=custom_objects)
+
+
+def _check_float_kernel(dense):
+    """Refuses a quantized Dense (e.g. after `model.quantize`, which quantizes
+    the wrapped layer): its kernel holds integers that only its own call
+    knows how to scale. Dropping them, or matching moments on them, would
+    be silently wrong."""
+    mode = dense.quantization_mode
+    if mode is not None:
+        raise ValueError(
+            f"DropConnect cannot drop the weights of a quantized Dense: layer "
+            f"{dense.name!r} uses quantization mode {mode!r} (`model.quantize` "
+            "quantizes the Dense inside the wrapper). Training and "
+            "`inference='gaussian'` need its float kernel; `inference='mean'` "
+            "runs the quantized Dense as it is. To quantize for inference, "
+            "quantize a model built from the trained `wrapper.layer` instead."
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_dropout_variants")
