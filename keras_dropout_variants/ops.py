@@ -88,7 +88,9 @@ def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0):
         )
     x = ops.convert_to_tensor(x)
     _checks.floating(x, "x")
-    mask_shape = resolve_noise_shape(noise_shape, ops.shape(x))
+    # Without a noise shape the mask is x's own (None: its rank may be
+    # unknown, in a TensorFlow graph).
+    mask_shape = None if noise_shape is None else resolve_noise_shape(noise_shape, ops.shape(x))
     return _random.drop(x, mask_shape, rate, seed, counter, offset)
 
 

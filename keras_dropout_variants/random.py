@@ -354,13 +354,20 @@ def drop(x, mask_shape, rate, seed, counter=0, offset=0):
     """Dropout of the floating tensor `x` with the engine's mask of
     `mask_shape` (broadcast to `x`): `apply_keep(x, keep_mask(...), rate)`.
 
-    Arguments as in `keep_mask`. `ops.dropout` runs this, so that a backend's
-    fast path may fuse drawing and applying the mask. The two trivial rates
-    are handled here, for every caller: rate 0 returns `x` itself, rate 1
-    exact zeros with a zero gradient.
+    Arguments as in `keep_mask`; `mask_shape=None` is x's own shape, which
+    also serves a TensorFlow graph tensor of unknown rank (its mask is the
+    one of its row-major flat view: the same bits). `ops.dropout` runs this,
+    so that a backend's fast path may fuse drawing and applying the mask.
+    The two trivial rates are handled here, for every caller: rate 0
+    returns `x` itself, rate 1 exact zeros with a zero gradient.
     """
     # On Keras' device, as every keras.ops result (torch may hold it elsewhere).
     x = ops.convert_to_tensor(x)
+    if mask_shape is None:
+        if _rank(x) is None:
+            flat, restore = _flat_view(x)
+            return restore(drop(flat, ops.shape(flat), rate, seed, counter, offset))
+        mask_shape = ops.shape(x)
     shape, size, threshold, words = _mask_arguments(mask_shape, rate, seed, counter, offset)
     rate = float(rate)
     if rate == 0.0:
@@ -372,6 +379,24 @@ def drop(x, mask_shape, rate, seed, counter=0, offset=0):
         return fast(x, shape, size, *words, threshold, rate)
     keep = ops.reshape(_dispatch_keep(size, *words, threshold), shape)
     return _apply_scale(x, keep, _scale(x, rate))
+
+
+def _rank(x):
+    """x's static rank, or None where it is unknown (TensorFlow graphs)."""
+    try:
+        return len(x.shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _flat_view(x):
+    """`(flat, restore)`: x of unknown rank as a 1-D tensor, and the function
+    that gives a result of its size x's shape back. keras.ops has no shape
+    of unknown rank: the backend that has such tensors provides it."""
+    view = _backends.fast_path("flat_view")
+    if view is None:
+        raise ValueError(f"`x` must have a known rank. Received: x={x!r}")
+    return view(x)
 
 
 def normal(shape, seed, counter=0, offset=0, dtype="float32"):

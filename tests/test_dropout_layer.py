@@ -337,3 +337,22 @@ def test_weights_saved_with_keras_dropout_load_with_the_counter_at_zero(tmp_path
         old.load_weights(ours_path)
     with pytest.warns(UserWarning, match="could not be loaded"):
         old.load_weights(ours_path, skip_mismatch=True)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tensors of unknown rank exist in TF graphs only")
+def test_input_of_unknown_rank_in_a_tf_graph():
+    # Where keras.layers.Dropout works, ours does: the mask of an input of
+    # unknown rank is the one of its flat view, the same bits.
+    import tensorflow as tf
+
+    layer = kdv.Dropout(0.5, seed=1)
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32)])
+    def train_step(v):
+        return layer(v, training=True)
+
+    x = normal_data((2, 3, 5))
+    for step in range(2):
+        keep = reference.keep_mask(x.shape, 0.5, 1, step)
+        np.testing.assert_array_equal(to_np(train_step(x)), np.where(keep, x * 2, 0))
+    assert steps_taken(layer) == 2

@@ -10,7 +10,9 @@ defines any of these functions, with the arguments the engine has checked:
   mask of elements 0..size-1 (`random._flat_keep`);
 - `drop(x, shape, size, seed, counter, offset, threshold, rate)`: dropout of
   `x` with the keep mask of `shape`, for `0 < rate < 1`;
-- `snapshot(value)`: a copy of `value` that later assignments cannot change.
+- `snapshot(value)`: a copy of `value` that later assignments cannot change;
+- `flat_view(x)`: for a tensor of unknown rank, `(flat, restore)`: x as a
+  1-D tensor, and the function that reshapes a result of its size back.
 
 Every fast path gives the bits of the plain path: `tests/test_engine.py`
 compares them with `enabled` switched off, and `tests/test_torch_engine.py`

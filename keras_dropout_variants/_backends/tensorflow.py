@@ -24,3 +24,9 @@ _compiled_keep = tf.function(_keep, jit_compile=True)
 def keep_mask(size, seed, counter, offset, threshold):
     words = (size, seed, counter, offset, _random._limit(threshold))
     return _compiled_keep(*(_random._as_word(w) for w in words))
+
+
+def flat_view(x):
+    """A graph tensor of unknown rank, flat, and the way back to its shape."""
+    shape = tf.shape(x)
+    return tf.reshape(x, [-1]), lambda flat: tf.reshape(flat, shape)
