@@ -393,7 +393,7 @@ def _flat_view(x):
     """`(flat, restore)`: x of unknown rank as a 1-D tensor, and the function
     that gives a result of its size x's shape back. keras.ops has no shape
     of unknown rank: the backend that has such tensors provides it."""
-    view = _backends.fast_path("flat_view")
+    view = _backends.provided("flat_view")
     if view is None:
         raise ValueError(f"`x` must have a known rank. Received: x={x!r}")
     return view(x)

@@ -12,7 +12,9 @@ defines any of these functions, with the arguments the engine has checked:
   `x` with the keep mask of `shape`, for `0 < rate < 1`;
 - `snapshot(value)`: a copy of `value` that later assignments cannot change;
 - `flat_view(x)`: for a tensor of unknown rank, `(flat, restore)`: x as a
-  1-D tensor, and the function that reshapes a result of its size back.
+  1-D tensor, and the function that reshapes a result of its size back (not
+  a speed-up: only a backend with such tensors can do it, so `provided`,
+  not `fast_path`, looks it up).
 
 Every fast path gives the bits of the plain path: `tests/test_engine.py`
 compares them with `enabled` switched off, and `tests/test_torch_engine.py`
@@ -42,11 +44,15 @@ def _module(backend):
     return _modules[backend]
 
 
+def provided(name):
+    """The running backend's function `name`, or None: for what only a
+    backend can do (`flat_view`), whether or not fast paths are `enabled`."""
+    return getattr(_module(keras.backend.backend()), name, None)
+
+
 def fast_path(name):
     """The running backend's function `name`, or None for the plain path."""
-    if not enabled:
-        return None
-    return getattr(_module(keras.backend.backend()), name, None)
+    return provided(name) if enabled else None
 
 
 def load():
