@@ -506,3 +506,37 @@ def test_quantized_model_refuses_what_needs_the_float_kernel():
         else:
             with pytest.raises(ValueError, match="quantized Dense.*'int8'"):
                 model.predict(x, verbose=0)
+
+
+@pytest.mark.parametrize("sharing", ["two_wrappers", "wrapped_then_bare", "bare_then_wrapped", "sequential"])
+def test_a_shared_dense_saves_and_loads_as_one_layer(tmp_path, sharing):
+    # One Dense behind two wrappers, or wrapped and also called bare: the
+    # file must load, with the Dense still shared (one set of weights).
+    dense = keras.layers.Dense(3)
+    first = kdv.DropConnect(dense, 0.5, seed=1)
+    second = kdv.DropConnect(dense, 0.5, seed=2)
+    if sharing == "sequential":
+        dense = keras.layers.Dense(4)
+        first, second = kdv.DropConnect(dense, 0.5, seed=1), kdv.DropConnect(dense, 0.5, seed=2)
+        model = keras.Sequential([keras.Input((4,)), first, second])
+    else:
+        inputs = keras.Input((4,))
+        branches = {
+            "two_wrappers": lambda: [first(inputs), second(inputs)],
+            "wrapped_then_bare": lambda: [first(inputs), dense(inputs)],
+            "bare_then_wrapped": lambda: [dense(inputs), first(inputs)],
+        }[sharing]()
+        model = keras.Model(inputs, keras.layers.Add()(branches))
+    path = str(tmp_path / "shared.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert len(loaded.weights) == len(model.weights)
+    wrapped = [layer.layer for layer in loaded.layers if isinstance(layer, kdv.DropConnect)]
+    bare = [layer for layer in loaded.layers if type(layer) is keras.layers.Dense]
+    assert len({id(layer) for layer in wrapped + bare}) == 1
+    x = normal_data((5, 4))
+    np.testing.assert_array_equal(to_np(loaded(x)), to_np(model(x)))
+    # Same seeds and counters: the same training step.
+    np.testing.assert_array_equal(
+        to_np(loaded(x, training=True)), to_np(model(x, training=True))
+    )

@@ -25,6 +25,12 @@ class DropConnect(StochasticLayer, keras.layers.Wrapper):
     taken out after training and used alone. Like `Dropout`, the step
     counter is a saved non-trainable weight (`wrapper.counter`).
 
+    One Dense may be wrapped by several `DropConnect` layers, or also used
+    bare in the same model: it stays one layer (one set of weights), and a
+    `.keras` file restores it shared. As for any Keras layer, sharing is not
+    restored when the Dense also sits inside a nested model that is
+    serialized before the wrapper; Keras then cannot load the file.
+
     Args:
         layer: a `keras.layers.Dense`, not quantized. After
             `model.quantize`, which quantizes the wrapped Dense, training and
@@ -132,8 +138,17 @@ class DropConnect(StochasticLayer, keras.layers.Wrapper):
         return self.layer.compute_output_shape(input_shape)
 
     def get_config(self):
+        config = super().get_config()
+        # A Dense wrapped twice, or also used bare in the model, must come
+        # back as one layer from a `.keras` file. Keras marks an object met
+        # twice in a save on the config it recorded first, but the config
+        # returned by `Wrapper.get_config` is copied before it lands in the
+        # file, so that mark was lost and loading built two Dense layers for
+        # one set of weights. Serializing again returns a config that
+        # carries the mark when saving; elsewhere it is the same config.
+        config["layer"] = keras.saving.serialize_keras_object(self.layer)
         return {
-            **super().get_config(),
+            **config,
             "rate": self.rate,
             "drop_bias": self.drop_bias,
             "mask_per": self.mask_per,
