@@ -47,7 +47,7 @@ def resolve_noise_shape(noise_shape, input_shape):
     return tuple(shape)
 
 
-def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0):
+def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0, first_row=0):
     """Inverted dropout of `x` with a mask from the package's engine.
 
     Kept elements are scaled by `1 / (1 - rate)`; dropped ones are exactly 0,
@@ -66,7 +66,13 @@ def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0):
         counter: int in [0, 2**32) or integer scalar tensor selecting the
             mask for this seed (e.g. the training step).
         offset: int or integer scalar tensor: row-major index of the first
-            mask element in a larger, global mask (for shards of a batch).
+            mask element in a larger, global mask.
+        first_row: int or integer scalar tensor: the global index of x's
+            first row (axis 0) when x is a shard of a global batch. The mask
+            is then those rows of the global batch's mask, i.e. `offset`
+            moves by `first_row` mask rows; a mask shared along axis 0
+            (`noise_shape[0] == 1`) is unchanged. See
+            `keras_dropout_variants.distribute`.
 
     Returns:
         A tensor of the shape and dtype of `x`.
@@ -91,7 +97,29 @@ def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0):
     # Without a noise shape the mask is x's own (None: its rank may be
     # unknown, in a TensorFlow graph).
     mask_shape = None if noise_shape is None else resolve_noise_shape(noise_shape, ops.shape(x))
+    if not (isinstance(first_row, int) and first_row == 0):
+        first_row = _checks.word(first_row, "first_row")
+        if _rows_have_own_masks(x, noise_shape):
+            shape = ops.shape(x) if mask_shape is None else mask_shape
+            offset = _random.block_offset(first_row, _elements(shape[1:]), offset)
     return _random.drop(x, mask_shape, rate, seed, counter, offset)
+
+
+def _rows_have_own_masks(x, noise_shape):
+    """Whether x's rows (axis 0) get masks of their own, which then depend
+    on where they sit in a global batch: not for a scalar, nor for a mask
+    shared along axis 0."""
+    return _random._rank(x) != 0 and (noise_shape is None or tuple(noise_shape)[:1] != (1,))
+
+
+def _elements(shape):
+    """The number of elements of `shape`: an int, or an int32 tensor where a
+    dimension is dynamic (or the shape itself a tensor, of unknown rank)."""
+    if not isinstance(shape, tuple):
+        return ops.prod(ops.cast(shape, "int32"))
+    if all(isinstance(d, int) for d in shape):
+        return math.prod(shape)
+    return ops.prod(ops.stack([ops.cast(d, "int32") for d in shape]))
 
 
 def drop_connect(
@@ -104,6 +132,7 @@ def drop_connect(
     counter=0,
     mask_per="batch",
     max_mask_elements=2**18,
+    first_row=0,
 ):
     """A dense product with dropped weights: `x @ (M * kernel) / (1 - rate)`.
 
@@ -145,6 +174,11 @@ def drop_connect(
         mask_per: `"batch"` (one mask shared by the batch) or `"example"`.
         max_mask_elements: positive int, the most mask elements
             materialized at once by `mask_per="example"`.
+        first_row: int or integer scalar tensor, for `mask_per="example"`:
+            the global index of x's first example when x is a shard of a
+            global batch; example `b` then uses block `first_row + b`. The
+            batch mask is shared by every shard. See
+            `keras_dropout_variants.distribute`.
 
     Returns:
         `(..., out)` tensor: the pre-activation.
@@ -157,7 +191,7 @@ def drop_connect(
     empty = len(x.shape) > 1 and x.shape[0] == 0
     if mask_per == "example" and 0.0 < rate < 1.0 and not empty:
         return _drop_connect_per_example(
-            x, kernel, rate, bias, drop_bias, seed, counter, max_mask_elements
+            x, kernel, rate, bias, drop_bias, seed, counter, max_mask_elements, first_row
         )
     outputs = ops.matmul(x, dropout(kernel, rate, seed=seed, counter=counter))
     if bias is None:
@@ -169,7 +203,7 @@ def drop_connect(
 
 
 def _drop_connect_per_example(
-    x, kernel, rate, bias, drop_bias, seed, counter, max_mask_elements
+    x, kernel, rate, bias, drop_bias, seed, counter, max_mask_elements, first_row
 ):
     """`drop_connect` with `mask_per="example"`, in chunks of examples.
 
@@ -182,6 +216,7 @@ def _drop_connect_per_example(
     """
     seed = _checks.seed(seed)
     counter = _checks.word(counter, "counter")
+    first_row = _checks.word(first_row, "first_row")
     max_mask_elements = _checks.positive_int(max_mask_elements, "max_mask_elements")
     if len(x.shape) < 2:
         raise ValueError(
@@ -191,7 +226,7 @@ def _drop_connect_per_example(
     in_dim, units = kernel.shape
     block = (in_dim + 1) * units
     batch = ops.shape(x)[0]
-    if isinstance(batch, int) and batch * block > 2**32:
+    if isinstance(batch, int) and isinstance(first_row, int) and (first_row + batch) * block > 2**32:
         raise ValueError(
             f"`mask_per='example'` draws {batch} x {block} mask elements per "
             "step, more than the 2**32 one (seed, counter) stream holds. Use "
@@ -221,8 +256,10 @@ def _drop_connect_per_example(
 
     shape = (c, in_dim + 1, units)
 
-    def chunk_offset(i):  # Chunk i holds the blocks i*c .. i*c + c - 1.
-        return _random.block_offset(i, c * block)
+    first_block = _random.block_offset(first_row, block)
+
+    def chunk_offset(i):  # Chunk i holds the blocks i*c .. i*c + c - 1 (+ first_row).
+        return _random.block_offset(i, c * block, first_block)
 
     def chunk_mask(i):  # Keep masks of chunk i.
         return _random.keep_mask(shape, rate, seed, counter, chunk_offset(i))

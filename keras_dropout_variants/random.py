@@ -275,18 +275,20 @@ def random_bits(shape, seed, counter=0, offset=0):
     return ops.reshape(_hash_range(size, *_stream_key(*words)), shape)
 
 
-def block_offset(index, block_size):
-    """`index * block_size` modulo 2**32: where block `index` of a stream starts.
+def block_offset(index, block_size, start=0):
+    """`start + index * block_size` modulo 2**32: where block `index` of a
+    stream starts.
 
     The stream of one `(seed, counter)` is cut into equal blocks (an example's
-    weights, a replica's shard); block `index` is drawn with this `offset`.
-    Either argument may be a Python int or an integer scalar tensor (a loop
-    index, a dynamic batch size); the product wraps like every engine word.
+    weights, a row of a global batch); block `index` is drawn with this
+    `offset`. Every argument may be a Python int or an integer scalar tensor
+    (a loop index, a dynamic batch size, a replica's first row); the result
+    wraps like every engine word.
     """
-    if isinstance(index, int) and isinstance(block_size, int):
-        return index * block_size % _U32
+    if all(isinstance(v, int) for v in (index, block_size, start)):
+        return (start + index * block_size) % _U32
     index, block_size = (ops.cast(_as_word(v), "int32") for v in (index, block_size))
-    return ops.multiply(index, block_size)
+    return _OpsWords.add(ops.cast(_as_word(start), "int32"), ops.multiply(index, block_size))
 
 
 def keep_mask(shape, rate, seed, counter=0, offset=0):

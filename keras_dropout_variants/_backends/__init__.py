@@ -14,7 +14,9 @@ defines any of these functions, with the arguments the engine has checked:
 - `flat_view(x)`: for a tensor of unknown rank, `(flat, restore)`: x as a
   1-D tensor, and the function that reshapes a result of its size back (not
   a speed-up: only a backend with such tensors can do it, so `provided`,
-  not `fast_path`, looks it up).
+  not `fast_path`, looks it up);
+- `first_row(x)`: under the backend's data-parallel engine, the global
+  index of the first row of this replica's `x`; None outside one (`keras_dropout_variants.distribute`; a capability, as `flat_view`).
 
 Every fast path gives the bits of the plain path: `tests/test_engine.py`
 compares them with `enabled` switched off, and `tests/test_torch_engine.py`
@@ -46,7 +48,7 @@ def _module(backend):
 
 def provided(name):
     """The running backend's function `name`, or None: for what only a
-    backend can do (`flat_view`), whether or not fast paths are `enabled`."""
+    backend can do (`flat_view`, `first_row`), whether or not fast paths are `enabled`."""
     return getattr(_module(keras.backend.backend()), name, None)
 
 

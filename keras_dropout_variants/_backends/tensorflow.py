@@ -30,3 +30,16 @@ def flat_view(x):
     """A graph tensor of unknown rank, flat, and the way back to its shape."""
     shape = tf.shape(x)
     return tf.reshape(x, [-1]), lambda flat: tf.reshape(flat, shape)
+
+
+def first_row(x):
+    """Inside a `tf.distribute` replica context with several replicas: the
+    rows of the replicas before this one, gathered (batches may be uneven:
+    the last partial batch is split as evenly as it goes)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None  # cross-replica context, or no strategy: one device
+    mine = tf.shape(x, out_type=tf.int32)[:1]  # (rank may be unknown)
+    sizes = context.all_gather(mine, axis=0)  # one entry per replica, in order
+    before = tf.range(context.num_replicas_in_sync) < context.replica_id_in_sync_group
+    return tf.reduce_sum(tf.where(before, sizes, tf.zeros_like(sizes)))

@@ -406,3 +406,23 @@ def snapshot(value):
     if not torch.compiler.is_compiling():  # eager autograd recomputes nothing
         return ops.copy(value)
     return _opaque_copy(ops.convert_to_tensor(value))
+
+
+def first_row(x):
+    """With an initialized `torch.distributed` process group of several
+    ranks: the rows of the ranks before this one, gathered from all ranks
+    (one collective: every rank must make this call, as data-parallel
+    training does)."""
+    dist = torch.distributed
+    if not dist.is_available() or not dist.is_initialized():
+        return None
+    world = dist.get_world_size()
+    if world == 1:
+        return None
+    # Collectives run on the process group's device type: CPU for gloo.
+    on_cpu = "gloo" in str(dist.get_backend())
+    device = torch.device("cpu") if on_cpu else torch.device("cuda", torch.cuda.current_device())
+    mine = torch.tensor([x.shape[0]], dtype=torch.int64, device=device)
+    sizes = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(sizes, mine)
+    return int(sum(size.item() for size in sizes[: dist.get_rank()]))

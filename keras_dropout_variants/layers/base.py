@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_dropout_variants import _checks
+from keras_dropout_variants import distribute as _distribute
 from keras_dropout_variants import random as _random
 
 
@@ -74,6 +75,13 @@ class StochasticLayer(keras.layers.Layer):
         # copy that waits for the GPU.
         self.counter.assign(ops.add(counter, ops.ones_like(counter)))
         return outputs
+
+    def _first_row(self, inputs):
+        """The global index of `inputs`' first row under data parallelism
+        (0 on one device; see `keras_dropout_variants.distribute`). Asked
+        only by masks that differ per row: under TensorFlow and PyTorch it
+        may cost a small collective."""
+        return _distribute.first_row(inputs)
 
     def load_own_variables(self, store):
         if not len(store.keys()):

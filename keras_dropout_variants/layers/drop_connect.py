@@ -122,9 +122,12 @@ class DropConnect(StochasticLayer, keras.layers.Wrapper):
         _check_float_kernel(dense)
         # Named as the layer's argument; `ops.drop_connect` checks it too.
         _checks.dense_operands(inputs, dense.kernel, "inputs")
+        # Per-example masks depend on where the examples sit in the global
+        # batch; the batch mask is every replica's.
+        first_row = self._first_row(inputs) if self.mask_per == "example" else 0
         outputs = _ops.drop_connect(
             inputs, dense.kernel, self.rate, self._bias(), self.drop_bias,
-            seed=self.seed, counter=counter, mask_per=self.mask_per,
+            seed=self.seed, counter=counter, mask_per=self.mask_per, first_row=first_row,
         )
         outputs = dense.activation(outputs)
         if dense.activity_regularizer is not None:

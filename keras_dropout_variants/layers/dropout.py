@@ -74,7 +74,13 @@ class Dropout(StochasticLayer):
         return self.rate > 0.0
 
     def _training(self, inputs, counter):
-        return _ops.dropout(inputs, self.rate, self.noise_shape, seed=self.seed, counter=counter)
+        first_row = 0
+        if _ops._rows_have_own_masks(inputs, self.noise_shape):
+            first_row = self._first_row(inputs)
+        return _ops.dropout(
+            inputs, self.rate, self.noise_shape, seed=self.seed, counter=counter,
+            first_row=first_row,
+        )
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "noise_shape": self.noise_shape}
