@@ -48,7 +48,8 @@ def _module(backend):
 
 def provided(name):
     """The running backend's function `name`, or None: for what only a
-    backend can do (`flat_view`, `first_row`), whether or not fast paths are `enabled`."""
+    backend can do (`flat_view`, `first_row`), whether or not fast paths
+    are `enabled`."""
     return getattr(_module(keras.backend.backend()), name, None)
 
 
