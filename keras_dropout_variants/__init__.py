@@ -10,20 +10,32 @@ from keras_dropout_variants import ops
 from keras_dropout_variants import random
 from keras_dropout_variants.distribute import shard_rows
 from keras_dropout_variants.layers import (
+    AlphaDropout,
     DropConnect,
     DropConnectDense,
     Dropout,
+    GaussianDropout,
+    GaussianNoise,
     SeededDropout,
+    SpatialDropout1D,
+    SpatialDropout2D,
+    SpatialDropout3D,
 )
 from keras_dropout_variants.random import MASK_FORMAT_VERSION
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlphaDropout",
     "DropConnect",
     "DropConnectDense",
     "Dropout",
+    "GaussianDropout",
+    "GaussianNoise",
     "SeededDropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
     "MASK_FORMAT_VERSION",
     "shard_rows",
 ]

@@ -46,6 +46,32 @@ def rate(value, name="rate"):
     return float(value)
 
 
+def rate_below_one(value, owner):
+    """`rate(value)`, refusing 1 for `owner`, whose scale is infinite there."""
+    value = rate(value)
+    if value == 1.0:
+        raise invalid(ValueError, "rate", f"below 1 for `{owner}`, whose scale is infinite at 1", value)
+    return value
+
+
+def data_format(value):
+    """`value`, or Keras' `image_data_format()` for None, checked."""
+    if value is None:
+        return keras.config.image_data_format()
+    return one_of(value.lower() if isinstance(value, str) else value, "data_format",
+                  ("channels_last", "channels_first"))
+
+
+def stddev(value, name="stddev"):
+    """`value` as a finite Python float >= 0."""
+    expected = "a finite float >= 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise invalid(TypeError, name, expected, value)
+    if not 0.0 <= value < float("inf"):  # False for NaN too.
+        raise invalid(ValueError, name, expected, float(value))
+    return float(value)
+
+
 def seed(value, name="seed"):
     """`value` as a Python int in [0, 2**32): a seed, or any engine word."""
     expected = "a Python integer in [0, 2**32)"

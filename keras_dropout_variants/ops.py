@@ -12,7 +12,14 @@ from keras import ops
 from keras_dropout_variants import _checks
 from keras_dropout_variants import random as _random
 
-__all__ = ["dropout", "drop_connect", "drop_connect_gaussian"]
+__all__ = [
+    "dropout",
+    "alpha_dropout",
+    "gaussian_dropout",
+    "gaussian_noise",
+    "drop_connect",
+    "drop_connect_gaussian",
+]
 
 
 def resolve_noise_shape(noise_shape, input_shape):
@@ -87,22 +94,159 @@ def dropout(x, rate, noise_shape=None, seed=None, counter=0, offset=0, first_row
     ...     [0.0, 2.0], [0.0], [2.0])
     True
     """
-    if seed is None:
-        raise ValueError(
-            "`seed` must be a Python integer in [0, 2**32): `dropout` needs an "
-            "explicit seed (the layers draw one for you). Received: seed=None"
-        )
+    _required_seed(seed, "dropout")
     x = ops.convert_to_tensor(x)
     _checks.floating(x, "x")
     # Without a noise shape the mask is x's own (None: its rank may be
     # unknown, in a TensorFlow graph).
     mask_shape = None if noise_shape is None else resolve_noise_shape(noise_shape, ops.shape(x))
-    if not (isinstance(first_row, int) and first_row == 0):
-        first_row = _checks.word(first_row, "first_row")
-        if _rows_have_own_masks(x, noise_shape):
-            shape = ops.shape(x) if mask_shape is None else mask_shape
-            offset = _random.block_offset(first_row, _elements(shape[1:]), offset)
+    offset = _row_offset(x, noise_shape, mask_shape, offset, first_row)
     return _random.drop(x, mask_shape, rate, seed, counter, offset)
+
+
+def gaussian_dropout(x, rate, noise_shape=None, seed=None, counter=0, first_row=0):
+    """Multiplicative Gaussian noise: `x * (1 + sqrt(rate / (1 - rate)) * z)`.
+
+    What `keras.layers.GaussianDropout` computes in training (noise of mean
+    1 and variance `rate / (1 - rate)`, the variance of inverted dropout's
+    factor), with `z` standard normal from the engine's `normal`: drawn in
+    float32, applied in x's dtype. `z` of `(seed, counter)` is the same on
+    every backend to float rounding (the inverse CDF is each backend's own).
+
+    Args:
+        x: floating-point tensor.
+        rate: float in [0, 1). Rate 0 returns `x`; rate 1 raises a
+            `ValueError` (the noise's standard deviation is infinite there).
+        noise_shape: optional tuple: the shape of the noise, broadcast along
+            entries equal to 1, as in `dropout`.
+        seed: Python int in [0, 2**32). Required.
+        counter: int in [0, 2**32) or integer scalar tensor selecting the
+            draw.
+        first_row: int or integer scalar tensor: x's first row in a global
+            batch (see `dropout`).
+
+    Returns:
+        A tensor of the shape and dtype of `x`.
+    """
+    x, rate = _noise_operands(x, rate, seed, "gaussian_dropout")
+    if rate == 0.0:
+        return x
+    z = _standard_normal(x, noise_shape, seed, counter, first_row)
+    factor = ops.add(ops.multiply(z, math.sqrt(rate / (1.0 - rate))), 1.0)
+    return ops.multiply(x, ops.cast(factor, x.dtype))
+
+
+def gaussian_noise(x, stddev, noise_shape=None, seed=None, counter=0, first_row=0):
+    """Additive Gaussian noise: `x + stddev * z`.
+
+    What `keras.layers.GaussianNoise` computes in training, with `z`
+    standard normal from the engine's `normal` (drawn in float32, applied in
+    x's dtype; the same on every backend to float rounding).
+
+    Args:
+        x: floating-point tensor.
+        stddev: finite float >= 0, the noise's standard deviation (0: `x`).
+        noise_shape: optional tuple: the shape of the noise, broadcast along
+            entries equal to 1, as in `dropout`.
+        seed: Python int in [0, 2**32). Required.
+        counter: int in [0, 2**32) or integer scalar tensor selecting the
+            draw.
+        first_row: int or integer scalar tensor: x's first row in a global
+            batch (see `dropout`).
+
+    Returns:
+        A tensor of the shape and dtype of `x`.
+    """
+    _required_seed(seed, "gaussian_noise")
+    stddev = _checks.stddev(stddev)
+    x = ops.convert_to_tensor(x)
+    _checks.floating(x, "x")
+    if stddev == 0.0:
+        return x
+    z = _standard_normal(x, noise_shape, seed, counter, first_row)
+    # x - (-stddev * z), the same bits as x + stddev * z: Keras' TensorFlow
+    # `add` takes an operand that squeezes to a vector for a bias, and adds
+    # a (6, 1) noise to a (6, 6) x along the wrong axis.
+    return ops.subtract(x, ops.cast(ops.multiply(z, -stddev), x.dtype))
+
+
+# SELU's -alpha * scale (Klambauer et al., 2017): the value a dropped unit
+# takes before AlphaDropout's affine correction, as in Keras.
+ALPHA_PRIME = -1.7580993408473766
+
+
+def alpha_dropout(x, rate, noise_shape=None, seed=None, counter=0, first_row=0):
+    """Alpha dropout (Klambauer et al., 2017), for self-normalizing networks.
+
+    What `keras.layers.AlphaDropout` computes in training: dropped elements
+    are set to SELU's negative saturation `alpha' = -1.7580993408473766`,
+    then `a * v + b` with `a = ((1 - rate) * (1 + rate * alpha'**2))**-0.5`
+    and `b = -a * alpha' * rate`, which keeps mean 0 and variance 1 for
+    standardized inputs. The keep decisions are the engine's keep mask, the
+    same bits as `dropout` with this noise shape. A dropped element becomes
+    exactly `a * alpha' + b`, even where x is NaN or inf.
+
+    Args:
+        x: floating-point tensor.
+        rate: float in [0, 1). Rate 0 returns `x`; rate 1 raises a
+            `ValueError` (no finite `a` exists).
+        noise_shape: optional tuple, the shape of the mask, as in `dropout`.
+        seed: Python int in [0, 2**32). Required.
+        counter: int in [0, 2**32) or integer scalar tensor selecting the
+            mask.
+        first_row: int or integer scalar tensor: x's first row in a global
+            batch (see `dropout`).
+
+    Returns:
+        A tensor of the shape and dtype of `x`.
+    """
+    x, rate = _noise_operands(x, rate, seed, "alpha_dropout")
+    if rate == 0.0:
+        return x
+    mask_shape = ops.shape(x) if noise_shape is None else resolve_noise_shape(noise_shape, ops.shape(x))
+    offset = _row_offset(x, noise_shape, mask_shape, 0, first_row)
+    keep = _random.keep_mask(mask_shape, rate, seed, counter, offset)
+    a = ((1.0 - rate) * (1.0 + rate * ALPHA_PRIME**2)) ** -0.5
+    b = -a * ALPHA_PRIME * rate
+    kept = ops.where(keep, x, ops.convert_to_tensor(ALPHA_PRIME, dtype=x.dtype))
+    return ops.add(ops.multiply(kept, ops.convert_to_tensor(a, x.dtype)), ops.convert_to_tensor(b, x.dtype))
+
+
+def _required_seed(seed, op):
+    if seed is None:
+        raise ValueError(
+            f"`seed` must be a Python integer in [0, 2**32): `{op}` needs an "
+            "explicit seed (the layers draw one for you). Received: seed=None"
+        )
+
+
+def _noise_operands(x, rate, seed, op):
+    """`(x, rate)` checked for an op whose scale is infinite at rate 1."""
+    _required_seed(seed, op)
+    rate = _checks.rate_below_one(rate, op)
+    x = ops.convert_to_tensor(x)
+    _checks.floating(x, "x")
+    return x, rate
+
+
+def _standard_normal(x, noise_shape, seed, counter, first_row):
+    """float32 standard normal noise of `noise_shape` (None: x's shape) for
+    x's rows of a global batch."""
+    shape = ops.shape(x) if noise_shape is None else resolve_noise_shape(noise_shape, ops.shape(x))
+    offset = _row_offset(x, noise_shape, shape, 0, first_row)
+    return _random.normal(shape, seed, counter, offset, dtype="float32")
+
+
+def _row_offset(x, noise_shape, mask_shape, offset, first_row):
+    """`offset` moved by `first_row` rows of the mask (`mask_shape`, None for
+    x's own shape), where x's rows have masks of their own."""
+    if isinstance(first_row, int) and first_row == 0:
+        return offset
+    first_row = _checks.word(first_row, "first_row")
+    if not _rows_have_own_masks(x, noise_shape):
+        return offset
+    shape = ops.shape(x) if mask_shape is None else mask_shape
+    return _random.block_offset(first_row, _elements(shape[1:]), offset)
 
 
 def _rows_have_own_masks(x, noise_shape):

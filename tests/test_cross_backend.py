@@ -4,7 +4,9 @@ Each subprocess computes the golden masks, the raw engine words, the
 outputs of `Dropout(0.5, seed=...)` over successive training calls (eager and
 inside the backend's compiler) and of `SeededDropout` for several
 (seed, mask_id, noise_shape), and of `DropConnect` with one mask per batch and
-per example, and writes them to an .npz file.
+per example, and of the Keras family (SpatialDropout1D/2D/3D,
+AlphaDropout, GaussianDropout, GaussianNoise), and writes them to an .npz
+file.
 """
 
 import importlib.util
@@ -67,6 +69,20 @@ per_example = kdv.DropConnect(dense, 0.5, seed=78, drop_bias=True, mask_per="exa
 for step in range(2):
     out[f"dropconnect_example{step}"] = to_np(per_example(h, training=True))
 
+# The Keras family: masks bit for bit, Gaussian noise to float rounding.
+family = {
+    "SpatialDropout1D": (kdv.SpatialDropout1D(0.4, seed=21), x),
+    "SpatialDropout2D": (kdv.SpatialDropout2D(0.4, data_format="channels_first", seed=22), x.reshape(16, 3, 2, 5)),
+    "SpatialDropout3D": (kdv.SpatialDropout3D(0.4, seed=23), x.reshape(16, 3, 1, 2, 5)),
+    "AlphaDropout": (kdv.AlphaDropout(0.2, noise_shape=(None, 1, 10), seed=24), x),
+    "GaussianDropout": (kdv.GaussianDropout(0.3, seed=25), x),
+    "GaussianNoise": (kdv.GaussianNoise(0.5, seed=26), x),
+}
+for name, (layer, inputs) in family.items():
+    for step in range(2):
+        out[f"family_{name}{step}"] = to_np(layer(inputs, training=True))
+out["normal"] = to_np(kr.normal((64, 64), 5, 3))
+
 # The same outputs from inside the backend's compiler, with a traced counter.
 fast = compiled(lambda x, c: kdv.ops.dropout(x, 0.5, seed=2024, counter=c))
 for step in range(4):
@@ -106,6 +122,8 @@ def test_masks_and_outputs_identical_across_backends(results):
     names = sorted(next(iter(results.values())))
     first, *others = sorted(results)
     for name in names:
+        if name.startswith(("family_Gaussian", "normal")):
+            continue  # float rounding: test_gaussian_noise_agrees_within_its_bound
         if name.startswith("dropconnect") and "mask" not in name:
             # A matmul's summation order is the backend's: equal to rounding.
             for other in others:
@@ -115,6 +133,28 @@ def test_masks_and_outputs_identical_across_backends(results):
             a, b = results[first][name], results[other][name]
             assert a.dtype == b.dtype and a.shape == b.shape, name
             assert a.tobytes() == b.tobytes(), f"{name}: {first} != {other}"
+
+
+# The engine's normal samples agree across backends to this (absolute, on
+# N(0, 1) samples): the uniforms are the same bits, and each backend's erfinv
+# rounds its own way, most in the tails (measured: 1.5e-5 under JAX).
+NORMAL_BOUND = 5e-5
+
+
+def test_gaussian_noise_agrees_within_its_bound(results):
+    x = np.random.default_rng(0).normal(size=(16, 3, 10)).astype("float32")
+    first, *others = sorted(results)
+    for other in others:
+        a, b = results[first], results[other]
+        assert np.abs(a["normal"] - b["normal"]).max() <= NORMAL_BOUND
+        for step in range(2):
+            # y = x * (1 + s z) and y = x + stddev z: the bound scaled.
+            gd = np.abs(a[f"family_GaussianDropout{step}"] - b[f"family_GaussianDropout{step}"])
+            assert (gd <= NORMAL_BOUND * np.sqrt(0.3 / 0.7) * np.abs(x) + 1e-6).all()
+            gn = np.abs(a[f"family_GaussianNoise{step}"] - b[f"family_GaussianNoise{step}"])
+            assert (gn <= NORMAL_BOUND * 0.5 + 1e-6).all()
+        # Not equal by accident of a constant: the draws differ per step.
+        assert not np.array_equal(a["family_GaussianNoise0"], a["family_GaussianNoise1"])
 
 
 def test_outputs_match_the_numpy_reference(results):

@@ -31,10 +31,14 @@ def shard_layers():
         (kdv.SeededDropout(0.3, seed=6), (10, 6)),
         (kdv.DropConnect(dense, 0.5, seed=7, mask_per="example", drop_bias=True), (10, 6)),
         (kdv.DropConnect(dense, 0.5, seed=8, mask_per="batch", drop_bias=True), (10, 6)),
+        (kdv.SpatialDropout2D(0.5, seed=9), (10, 2, 2, 3)),
+        (kdv.AlphaDropout(0.3, seed=10), (10, 6)),
+        (kdv.GaussianDropout(0.3, seed=11), (10, 6)),
+        (kdv.GaussianNoise(0.3, seed=12, noise_shape=(None, 1, 6)), (10, 2, 6)),
     ]
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(10))
 def test_shards_draw_their_rows_of_the_global_masks(index):
     layer, shape = shard_layers()[index]
     x = dyadic(shape, 9)

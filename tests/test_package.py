@@ -58,7 +58,8 @@ def test_star_import_gives_the_layers_not_the_modules():
     public = {name for name in namespace if not name.startswith("__")}
     assert public == {
         "Dropout", "SeededDropout", "DropConnect", "DropConnectDense", "MASK_FORMAT_VERSION",
-        "shard_rows",
+        "shard_rows", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+        "GaussianDropout", "AlphaDropout", "GaussianNoise",
     }
     # The modules stay reachable as attributes.
     assert kdv.ops.dropout and kdv.random.keep_mask

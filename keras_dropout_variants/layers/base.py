@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_dropout_variants import _checks
 from keras_dropout_variants import distribute as _distribute
+from keras_dropout_variants import ops as _ops
 from keras_dropout_variants import random as _random
 
 
@@ -76,11 +77,14 @@ class StochasticLayer(keras.layers.Layer):
         self.counter.assign(ops.add(counter, ops.ones_like(counter)))
         return outputs
 
-    def _first_row(self, inputs):
+    def _first_row(self, inputs, noise_shape=None):
         """The global index of `inputs`' first row under data parallelism
-        (0 on one device; see `keras_dropout_variants.distribute`). Asked
-        only by masks that differ per row: under TensorFlow and PyTorch it
-        may cost a small collective."""
+        (0 on one device; see `keras_dropout_variants.distribute`), for
+        masks or noise of `noise_shape`. 0 without asking where the rows
+        share them (the batch axis broadcast): under TensorFlow and PyTorch
+        asking may cost a small collective."""
+        if not _ops._rows_have_own_masks(inputs, noise_shape):
+            return 0
         return _distribute.first_row(inputs)
 
     def load_own_variables(self, store):

@@ -73,13 +73,15 @@ class Dropout(StochasticLayer):
     def _draws_masks(self):
         return self.rate > 0.0
 
+    def _mask_shape(self):
+        """The `noise_shape` the masks are drawn with (spatial layers set it)."""
+        return self.noise_shape
+
     def _training(self, inputs, counter):
-        first_row = 0
-        if _ops._rows_have_own_masks(inputs, self.noise_shape):
-            first_row = self._first_row(inputs)
+        noise_shape = self._mask_shape()
         return _ops.dropout(
-            inputs, self.rate, self.noise_shape, seed=self.seed, counter=counter,
-            first_row=first_row,
+            inputs, self.rate, noise_shape, seed=self.seed, counter=counter,
+            first_row=self._first_row(inputs, noise_shape),
         )
 
     def get_config(self):
