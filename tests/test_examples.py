@@ -32,11 +32,17 @@ ROWS = {
     ],
     # One row per backend, each started in its own subprocess by the script.
     "reproducibility.py": INSTALLED,
+    "keras_family.py": ["none", "Dropout", "SpatialDropout2D", "GaussianDropout", "AlphaDropout", "GaussianNoise"],
+    # 1, 2 and 4 replicas of the current backend's data-parallel engine.
+    "distributed.py": ["kdv.Dropout", "keras.layers.Dropout"],
 }
 SCRIPTS = sorted([*ROWS, "quickstart.py"])
-# Arguments that get a script to import keras: reproducibility.py does so
-# in its workers only.
-KERAS_ARGS = {"reproducibility.py": ["--worker", "--result", "unused.json", "--workdir", "."]}
+# Arguments that get a script to import keras: reproducibility.py and
+# distributed.py do so in their workers only.
+KERAS_ARGS = {
+    "reproducibility.py": ["--worker", "--result", "unused.json", "--workdir", "."],
+    "distributed.py": ["--worker", "--result", "unused.pkl"],
+}
 
 
 def run_example(name, *args, hide=(), cwd=ROOT, env=None):
