@@ -5,14 +5,20 @@ the data-parallel rule are the submodules `keras_dropout_variants.ops`,
 `keras_dropout_variants.random` and `keras_dropout_variants.distribute`.
 """
 
+from keras_dropout_variants import callbacks
 from keras_dropout_variants import distribute
 from keras_dropout_variants import ops
 from keras_dropout_variants import random
 from keras_dropout_variants.distribute import shard_rows
+from keras_dropout_variants.ops import drop_path_rates
 from keras_dropout_variants.layers import (
     AlphaDropout,
+    DropBlock1D,
+    DropBlock2D,
+    DropBlock3D,
     DropConnect,
     DropConnectDense,
+    DropPath,
     Dropout,
     GaussianDropout,
     GaussianNoise,
@@ -20,6 +26,7 @@ from keras_dropout_variants.layers import (
     SpatialDropout1D,
     SpatialDropout2D,
     SpatialDropout3D,
+    StochasticDepth,
 )
 from keras_dropout_variants.random import MASK_FORMAT_VERSION
 
@@ -27,8 +34,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlphaDropout",
+    "DropBlock1D",
+    "DropBlock2D",
+    "DropBlock3D",
     "DropConnect",
     "DropConnectDense",
+    "DropPath",
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
@@ -36,6 +47,8 @@ __all__ = [
     "SpatialDropout1D",
     "SpatialDropout2D",
     "SpatialDropout3D",
+    "StochasticDepth",
     "MASK_FORMAT_VERSION",
+    "drop_path_rates",
     "shard_rows",
 ]

@@ -46,6 +46,18 @@ def rate(value, name="rate"):
     return float(value)
 
 
+def rate_tensor(value, name="rate"):
+    """A rate held in a floating scalar tensor or variable (its value is not
+    checked here: the graph cannot raise; `RateSchedule` checks what it
+    assigns)."""
+    if not _is_tensor(value):
+        raise invalid(TypeError, name, "a float in [0, 1] or a floating scalar tensor", value)
+    dtype = keras.backend.standardize_dtype(value.dtype)
+    if not keras.backend.is_float_dtype(dtype) or tuple(value.shape) != ():
+        raise invalid(TypeError, name, "a float in [0, 1] or a floating scalar tensor", value)
+    return value
+
+
 def rate_below_one(value, owner):
     """`rate(value)`, refusing 1 for `owner`, whose scale is infinite there."""
     value = rate(value)

@@ -14,6 +14,9 @@ from keras_dropout_variants import random as _random
 
 __all__ = [
     "dropout",
+    "drop_path",
+    "drop_block",
+    "drop_path_rates",
     "alpha_dropout",
     "gaussian_dropout",
     "gaussian_noise",
@@ -210,6 +213,148 @@ def alpha_dropout(x, rate, noise_shape=None, seed=None, counter=0, first_row=0):
     b = -a * ALPHA_PRIME * rate
     kept = ops.where(keep, x, ops.convert_to_tensor(ALPHA_PRIME, dtype=x.dtype))
     return ops.add(ops.multiply(kept, ops.convert_to_tensor(a, x.dtype)), ops.convert_to_tensor(b, x.dtype))
+
+
+def drop_path(x, rate, seed=None, counter=0, scale_by_keep=True, mode="row", first_row=0):
+    """Stochastic depth: drops the whole of `x` per example (or per batch).
+
+    Meant for a residual branch, `shortcut + drop_path(branch(x), ...)`
+    (Huang et al., 2016). `mode="row"` keeps each example's input with
+    probability `1 - rate`: the mask has shape `(batch, 1, ..., 1)`, so with
+    `scale_by_keep` this is `dropout(x, rate, noise_shape=(batch, 1, ...,
+    1))`, the same bits. `mode="batch"` keeps or drops the whole batch at
+    once (mask shape `(1, ..., 1)`). Kept inputs are scaled by
+    `1 / (1 - rate)` when `scale_by_keep`; rate 1 gives zeros.
+
+    Args:
+        x: floating-point tensor with a batch axis first.
+        rate: float in [0, 1] (or a float scalar tensor: a scheduled rate),
+            the probability of dropping an example's input.
+        seed: Python int in [0, 2**32). Required.
+        counter: int in [0, 2**32) or integer scalar tensor selecting the
+            mask.
+        scale_by_keep: whether kept inputs are scaled by `1 / (1 - rate)`.
+        mode: `"row"` (one decision per example) or `"batch"`.
+        first_row: int or integer scalar tensor: x's first row in a global
+            batch (see `dropout`; ignored by `mode="batch"`).
+
+    Returns:
+        A tensor of the shape and dtype of `x`.
+    """
+    _required_seed(seed, "drop_path")
+    mode = _checks.one_of(mode, "mode", ("row", "batch"))
+    scale_by_keep = _checks.boolean(scale_by_keep, "scale_by_keep")
+    x = ops.convert_to_tensor(x)
+    _checks.floating(x, "x")
+    if len(x.shape) == 0:
+        raise _checks.invalid(ValueError, "x", "a tensor with a batch axis", x)
+    rest = (1,) * (len(x.shape) - 1)
+    noise_shape = ((None,) if mode == "row" else (1,)) + rest
+    if scale_by_keep:
+        return dropout(x, rate, noise_shape, seed=seed, counter=counter, first_row=first_row)
+    mask_shape = resolve_noise_shape(noise_shape, ops.shape(x))
+    offset = _row_offset(x, noise_shape, mask_shape, 0, first_row)
+    keep = _random.keep_mask(mask_shape, rate, seed, counter, offset)
+    return ops.where(keep, x, ops.zeros((), dtype=x.dtype))
+
+
+def drop_block(x, rate, block_size, data_format="channels_last", seed=None, counter=0, first_row=0):
+    """DropBlock (Ghiasi, Lin and Le, 2018): drops contiguous blocks of
+    feature maps, for inputs of 1, 2 or 3 spatial dimensions.
+
+    Per example and channel, block anchors are drawn only where a whole block
+    fits in the map: an anchor at `p` drops the block `p .. p + size - 1` on
+    each spatial axis, with `size = min(block_size, map size)`. Each valid
+    anchor is drawn with the paper's probability
+    `gamma = rate * prod(map) / (prod(size) * prod(map - size + 1))` (at most
+    1), from the engine (`keep_mask` of the anchors' shape with rate
+    `gamma`, negated: the same bits on every backend); expanding anchors into
+    blocks is a max-pool, deterministic. Even block sizes work.
+
+    Kept values are scaled by `mask size / kept count` **per example**, so an
+    example's output does not depend on the rest of its batch (nor on how a
+    batch is split over replicas); an example with nothing kept gives zeros.
+    Rate 0 returns `x`, rate 1 zeros.
+
+    Args:
+        x: floating-point tensor `(batch, *spatial, channels)`
+            (`"channels_last"`) or `(batch, channels, *spatial)`, with 1 to 3
+            spatial axes of static size.
+        rate: float in [0, 1] (or a float scalar tensor: a scheduled rate).
+        block_size: positive int, the block's size on every spatial axis.
+        data_format: `"channels_last"` or `"channels_first"`.
+        seed: Python int in [0, 2**32). Required.
+        counter: int in [0, 2**32) or integer scalar tensor selecting the
+            mask.
+        first_row: int or integer scalar tensor: x's first row in a global
+            batch (see `dropout`).
+
+    Returns:
+        A tensor of the shape and dtype of `x`.
+    """
+    _required_seed(seed, "drop_block")
+    block_size = _checks.positive_int(block_size, "block_size")
+    data_format = _checks.one_of(data_format, "data_format", ("channels_last", "channels_first"))
+    x = ops.convert_to_tensor(x)
+    _checks.floating(x, "x")
+    if not 3 <= len(x.shape) <= 5:
+        raise _checks.invalid(
+            ValueError, "x", "a tensor of rank 3 to 5: (batch, *spatial, channels) or "
+            "(batch, channels, *spatial)", x
+        )
+    channels_last = data_format == "channels_last"
+    spatial = tuple(x.shape[1:-1] if channels_last else x.shape[2:])
+    if not all(isinstance(d, int) for d in spatial):
+        raise _checks.invalid(ValueError, "x", "a tensor whose spatial sizes are known", x)
+    tensor_rate = _random._is_rate_tensor(rate)
+    if not tensor_rate:
+        rate = _checks.rate(rate)
+        if rate == 0.0:
+            return x
+        if rate == 1.0:
+            return ops.zeros_like(x)
+    if 0 in tuple(x.shape):
+        return x
+    sizes = tuple(min(block_size, d) for d in spatial)
+    anchors = tuple(d - b + 1 for d, b in zip(spatial, sizes))
+    factor = math.prod(spatial) / (math.prod(sizes) * math.prod(anchors))
+    if tensor_rate:
+        gamma = ops.minimum(ops.multiply(ops.cast(rate, "float32"), factor), 1.0)
+    else:
+        gamma = min(rate * factor, 1.0)
+    batch, channels = ops.shape(x)[0], (x.shape[-1] if channels_last else x.shape[1])
+    shape = (batch,) + anchors + (channels,) if channels_last else (batch, channels) + anchors
+    offset = _row_offset(x, None, shape, 0, first_row)
+    centres = ops.cast(ops.logical_not(_random.keep_mask(shape, gamma, seed, counter, offset)), "float32")
+    # An anchor at p drops p .. p + size - 1: a max over the window of
+    # anchors p - size + 1 .. p, on the anchor map padded by size - 1.
+    pads = [(b - 1, b - 1) for b in sizes]
+    pads = [(0, 0)] + pads + [(0, 0)] if channels_last else [(0, 0), (0, 0)] + pads
+    dropped = ops.max_pool(ops.pad(centres, pads), sizes, strides=1, padding="valid", data_format=data_format)
+    keep = ops.less(dropped, 0.5)
+    axes = tuple(range(1, len(x.shape)))
+    kept = ops.sum(ops.cast(keep, "float32"), axis=axes, keepdims=True)
+    total = float(math.prod(x.shape[1:]))
+    scale = ops.where(ops.greater(kept, 0.0), ops.divide(total, ops.maximum(kept, 1.0)), 0.0)
+    out = ops.where(keep, ops.multiply(x, ops.cast(scale, x.dtype)), ops.zeros((), dtype=x.dtype))
+    if tensor_rate:  # rate 1 drops everything, as a Python 1.0 does
+        out = ops.where(ops.greater_equal(ops.cast(rate, "float32"), 1.0), ops.zeros((), dtype=x.dtype), out)
+    return out
+
+
+def drop_path_rates(depth, max_rate):
+    """Per-block DropPath rates rising linearly from 0 to `max_rate`:
+    `numpy.linspace(0, max_rate, depth)` as Python floats, the schedule of
+    stochastic depth (block `i` of `depth` gets `max_rate * i / (depth - 1)`).
+
+    >>> drop_path_rates(5, 0.2)
+    [0.0, 0.05, 0.1, 0.15000000000000002, 0.2]
+    """
+    depth = _checks.positive_int(depth, "depth")
+    max_rate = _checks.rate(max_rate, "max_rate")
+    if depth == 1:
+        return [0.0]
+    return [max_rate * i / (depth - 1) for i in range(depth)]
 
 
 def _required_seed(seed, op):

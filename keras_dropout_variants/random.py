@@ -44,6 +44,7 @@ This module imports no backend library and never asks which backend runs.
 
 from fractions import Fraction
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -316,10 +317,48 @@ def keep_mask(shape, rate, seed, counter=0, offset=0):
     >>> tuple(m.shape)
     (2, 3)
     """
+    if _is_rate_tensor(rate):
+        return _variable_rate_keep(shape, rate, seed, counter, offset)
     shape, size, threshold, words = _mask_arguments(shape, rate, seed, counter, offset)
     if threshold >= _U32:
         return ops.ones(shape, dtype="bool")
     return ops.reshape(_dispatch_keep(size, *words, threshold), shape)
+
+
+def _is_rate_tensor(rate):
+    """A rate held in a tensor or variable (a schedule's), not a number."""
+    return not isinstance(rate, numbers.Real)
+
+
+def _rate_limit(rate):
+    """The comparison limit of a rate tensor: `floor(p * 2**32) - 2**31` for
+    `p = 1 - rate` in float32.
+
+    `1 - rate` is the one rounding (IEEE, the same on every backend); the
+    scaling by 2**32 and 2**-16, the floors and the split into two 16-bit
+    halves are exact, so the limit is the same int32 on every backend.
+    Returns `(limit, keep_all)`: p = 1 (rate 0, or below 2**-25, which
+    float32 rounds away) has no int32 limit (it wraps), and keeps all.
+    """
+    p = ops.clip(ops.subtract(1.0, ops.cast(rate, "float32")), 0.0, 1.0)
+    t = ops.multiply(p, 2.0**32)
+    hi = ops.floor(ops.multiply(t, 2.0**-16))
+    lo = ops.floor(ops.subtract(t, ops.multiply(hi, 65536.0)))
+    hi, lo = ops.cast(hi, "int32"), ops.cast(lo, "int32")
+    limit = ops.add(ops.multiply(ops.subtract(hi, _const(32768)), _const(65536)), lo)
+    return limit, ops.greater_equal(p, 1.0)
+
+
+def _variable_rate_keep(shape, rate, seed, counter, offset):
+    """`keep_mask` for a rate tensor: the plain path (fast paths take a
+    Python threshold), with the limit computed in the graph, so changing
+    the rate changes no trace."""
+    rate = _checks.rate_tensor(rate)
+    _, size, _, words = _mask_arguments(shape, 0.0, seed, counter, offset)
+    shape = _checks.shape(shape)
+    limit, keep_all = _rate_limit(rate)
+    keep = ops.logical_or(_keep_from_key(size, *_stream_key(*words), limit), keep_all)
+    return ops.reshape(keep, shape)
 
 
 def _dispatch_keep(size, seed, counter, offset, threshold):
@@ -347,6 +386,15 @@ def _scale(x, rate):
     return ops.convert_to_tensor(1.0 / (1.0 - rate) if rate < 1.0 else 1.0, dtype=x.dtype)
 
 
+def _rate_scale(x, rate):
+    """1 / (1 - rate) for a rate tensor, in x's dtype; 0 at rate 1, where
+    nothing is kept (a finite value: no NaN in gradients)."""
+    rate = ops.cast(rate, "float32")
+    safe = ops.where(ops.less(rate, 1.0), ops.subtract(1.0, rate), 1.0)
+    scale = ops.where(ops.less(rate, 1.0), ops.divide(1.0, safe), 0.0)
+    return ops.cast(scale, x.dtype)
+
+
 def _apply_scale(x, keep, scale):
     """`x * scale` where `keep`, exactly 0 elsewhere: the plain apply step."""
     return ops.where(keep, ops.multiply(x, scale), ops.zeros((), dtype=x.dtype))
@@ -370,6 +418,9 @@ def drop(x, mask_shape, rate, seed, counter=0, offset=0):
             flat, restore = _flat_view(x)
             return restore(drop(flat, ops.shape(flat), rate, seed, counter, offset))
         mask_shape = ops.shape(x)
+    if _is_rate_tensor(rate):
+        keep = _variable_rate_keep(mask_shape, rate, seed, counter, offset)
+        return _apply_scale(x, keep, _rate_scale(x, rate))
     shape, size, threshold, words = _mask_arguments(mask_shape, rate, seed, counter, offset)
     rate = float(rate)
     if rate == 0.0:

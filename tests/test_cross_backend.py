@@ -5,7 +5,8 @@ outputs of `Dropout(0.5, seed=...)` over successive training calls (eager and
 inside the backend's compiler) and of `SeededDropout` for several
 (seed, mask_id, noise_shape), and of `DropConnect` with one mask per batch and
 per example, and of the Keras family (SpatialDropout1D/2D/3D,
-AlphaDropout, GaussianDropout, GaussianNoise), and writes them to an .npz
+AlphaDropout, GaussianDropout, GaussianNoise), of DropPath and DropBlock,
+and masks drawn with a rate held in a variable, and writes them to an .npz
 file.
 """
 
@@ -82,6 +83,19 @@ for name, (layer, inputs) in family.items():
     for step in range(2):
         out[f"family_{name}{step}"] = to_np(layer(inputs, training=True))
 out["normal"] = to_np(kr.normal((64, 64), 5, 3))
+
+# Structured dropout, and masks drawn with a rate held in a variable.
+structured = {
+    "DropPath": (kdv.DropPath(0.4, seed=31), x),
+    "DropBlock2D": (kdv.DropBlock2D(0.3, 2, seed=32), x.reshape(16, 6, 5, 1)),
+    "DropBlock1D": (kdv.DropBlock1D(0.3, 4, data_format="channels_first", seed=33), x),
+}
+for name, (layer, inputs) in structured.items():
+    for step in range(2):
+        out[f"structured_{name}{step}"] = to_np(layer(inputs, training=True))
+for rate in (0.1, 0.37, 0.999):
+    variable = keras.Variable(rate, dtype="float32", trainable=False)
+    out[f"variable_rate_{rate}"] = to_np(kr.keep_mask((5000,), variable, 8, 1))
 
 # The same outputs from inside the backend's compiler, with a traced counter.
 fast = compiled(lambda x, c: kdv.ops.dropout(x, 0.5, seed=2024, counter=c))

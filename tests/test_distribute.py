@@ -35,10 +35,13 @@ def shard_layers():
         (kdv.AlphaDropout(0.3, seed=10), (10, 6)),
         (kdv.GaussianDropout(0.3, seed=11), (10, 6)),
         (kdv.GaussianNoise(0.3, seed=12, noise_shape=(None, 1, 6)), (10, 2, 6)),
+        (kdv.DropPath(0.5, seed=13), (10, 2, 3)),
+        (kdv.DropPath(0.5, seed=14, mode="batch"), (10, 2, 3)),
+        (kdv.DropBlock2D(0.3, 2, seed=15), (10, 4, 4, 2)),
     ]
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(13))
 def test_shards_draw_their_rows_of_the_global_masks(index):
     layer, shape = shard_layers()[index]
     x = dyadic(shape, 9)

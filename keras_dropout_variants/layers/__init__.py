@@ -1,5 +1,7 @@
 from keras_dropout_variants.layers.alpha_dropout import AlphaDropout
+from keras_dropout_variants.layers.drop_block import DropBlock1D, DropBlock2D, DropBlock3D
 from keras_dropout_variants.layers.drop_connect import DropConnect, DropConnectDense
+from keras_dropout_variants.layers.drop_path import DropPath, StochasticDepth
 from keras_dropout_variants.layers.dropout import Dropout
 from keras_dropout_variants.layers.gaussian_dropout import GaussianDropout
 from keras_dropout_variants.layers.gaussian_noise import GaussianNoise
@@ -12,8 +14,12 @@ from keras_dropout_variants.layers.spatial_dropout import (
 
 __all__ = [
     "AlphaDropout",
+    "DropBlock1D",
+    "DropBlock2D",
+    "DropBlock3D",
     "DropConnect",
     "DropConnectDense",
+    "DropPath",
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
@@ -21,4 +27,5 @@ __all__ = [
     "SpatialDropout1D",
     "SpatialDropout2D",
     "SpatialDropout3D",
+    "StochasticDepth",
 ]

@@ -47,10 +47,25 @@ class StochasticLayer(keras.layers.Layer):
         self.counter = self.add_weight(
             name="counter", shape=(), dtype="int32", initializer="zeros", trainable=False
         )
+        # Where a `RateSchedule` puts the rate (created now: a built layer's
+        # state is locked). Until one does, the Python `rate` is used.
+        self._rate_scheduled = False
+        if self._SCHEDULABLE:
+            self._rate_state = _RateState(f"{self.name}_rate")
         if hasattr(self, "_build_at_init"):
             self._build_at_init()
         elif type(self).build is keras.layers.Layer.build:  # Keras < 3.9
             self.built = True
+
+    # Whether `RateSchedule` can drive the layer's `rate` (its op takes a
+    # rate tensor).
+    _SCHEDULABLE = False
+
+    def _rate_value(self):
+        """The rate to draw with: the Python `rate`, or once a `RateSchedule`
+        drives the layer, the float32 variable it assigns (read at run time:
+        a compiled function is not retraced when it changes)."""
+        return self._rate_state.state if self._rate_scheduled else self.rate
 
     def __call__(self, *args, mask_id=None, **kwargs):
         if mask_id is not None:
@@ -115,6 +130,23 @@ class StochasticLayer(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
+
+class _RateState(keras.random.SeedGenerator):
+    """A float32 scalar variable held the way Keras holds a random state.
+
+    A `SeedGenerator` attribute of a layer is part of `layer.variables`, so
+    a compiled `fit()` passes its value in at every step (under JAX too) and
+    an assignment between steps takes effect without a retrace; and it is
+    not part of `layer.weights`, so weight lists and weight files are the
+    same as without it. Only that holding is used: `state` is the rate.
+    """
+
+    def __init__(self, name):  # noqa: D107 (no seed state: not calling super)
+        self.name = name
+        self._initial_seed = None
+        self.backend = None
+        self.state = keras.Variable(0.0, dtype="float32", trainable=False, name=name)
 
 
 def _draw_seed():

@@ -70,8 +70,10 @@ class Dropout(StochasticLayer):
         self.noise_shape = _checks.noise_shape(noise_shape)
         self.supports_masking = True
 
+    _SCHEDULABLE = True
+
     def _draws_masks(self):
-        return self.rate > 0.0
+        return self._rate_scheduled or self.rate > 0.0
 
     def _mask_shape(self):
         """The `noise_shape` the masks are drawn with (spatial layers set it)."""
@@ -80,7 +82,7 @@ class Dropout(StochasticLayer):
     def _training(self, inputs, counter):
         noise_shape = self._mask_shape()
         return _ops.dropout(
-            inputs, self.rate, noise_shape, seed=self.seed, counter=counter,
+            inputs, self._rate_value(), noise_shape, seed=self.seed, counter=counter,
             first_row=self._first_row(inputs, noise_shape),
         )
 
