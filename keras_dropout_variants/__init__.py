@@ -6,6 +6,7 @@ the data-parallel rule are the submodules `keras_dropout_variants.ops`,
 """
 
 from keras_dropout_variants import callbacks
+from keras_dropout_variants.conversion import convert
 from keras_dropout_variants import distribute
 from keras_dropout_variants import ops
 from keras_dropout_variants import random
@@ -49,6 +50,7 @@ __all__ = [
     "SpatialDropout3D",
     "StochasticDepth",
     "MASK_FORMAT_VERSION",
+    "convert",
     "drop_path_rates",
     "shard_rows",
 ]
