@@ -11,6 +11,7 @@ from keras_dropout_variants import distribute
 from keras_dropout_variants import ops
 from keras_dropout_variants import random
 from keras_dropout_variants.distribute import shard_rows
+from keras_dropout_variants.mc import MCPrediction, mc_mask_id, mc_predict
 from keras_dropout_variants.ops import drop_path_rates
 from keras_dropout_variants.layers import (
     AlphaDropout,
@@ -50,7 +51,10 @@ __all__ = [
     "SpatialDropout3D",
     "StochasticDepth",
     "MASK_FORMAT_VERSION",
+    "MCPrediction",
     "convert",
     "drop_path_rates",
+    "mc_mask_id",
+    "mc_predict",
     "shard_rows",
 ]

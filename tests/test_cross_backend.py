@@ -93,6 +93,12 @@ structured = {
 for name, (layer, inputs) in structured.items():
     for step in range(2):
         out[f"structured_{name}{step}"] = to_np(layer(inputs, training=True))
+# Monte-Carlo samples: masks bit for bit (a model of dropout alone), and a
+# classifier's samples to float rounding.
+mc_model = keras.Sequential([keras.Input((3, 10)), kdv.Dropout(0.5, seed=41), kdv.SpatialDropout1D(0.3, seed=42)])
+out["mc_masks"] = kdv.mc_predict(mc_model, x, samples=4, batch_size=5, return_samples=True).samples
+dense_mc = keras.Sequential([keras.Input((10,)), drop_connect, kdv.Dropout(0.2, seed=43)])
+out["dropconnect_mc"] = kdv.mc_predict(dense_mc, h, samples=3, batch_size=7, return_samples=True).samples
 for rate in (0.1, 0.37, 0.999):
     variable = keras.Variable(rate, dtype="float32", trainable=False)
     out[f"variable_rate_{rate}"] = to_np(kr.keep_mask((5000,), variable, 8, 1))

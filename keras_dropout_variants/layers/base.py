@@ -1,6 +1,7 @@
 """The base class of the package's stochastic layers."""
 
 import random as python_random
+import threading
 import warnings
 
 import keras
@@ -76,6 +77,9 @@ class StochasticLayer(keras.layers.Layer):
 
     def call(self, inputs, training=False, mask_id=None):
         if not training:
+            sampling = getattr(_SAMPLING, "current", None)
+            if sampling is not None and self._draws_masks():
+                return self._monte_carlo(inputs, sampling)
             return self._inference(inputs)
         _checks.floating(inputs)
         if not self._draws_masks():
@@ -91,6 +95,20 @@ class StochasticLayer(keras.layers.Layer):
         # copy that waits for the GPU.
         self.counter.assign(ops.add(counter, ops.ones_like(counter)))
         return outputs
+
+    def _monte_carlo(self, inputs, sampling):
+        """Inside `kdv.mc_predict`: `inputs` holds `sampling.samples` copies
+        of a batch, sample-major; copy `k` draws the masks of Monte-Carlo
+        sample `sampling.first_sample + k` (its mask id), for the batch's
+        rows of the global input (`shard_rows`). The step counter is not
+        used or advanced."""
+        _checks.floating(inputs)
+        copies = ops.split(inputs, sampling.samples, axis=0)
+        outputs = []
+        with _distribute.shard_rows(sampling.first_row):
+            for k, copy in enumerate(copies):
+                outputs.append(self._training(copy, sampling.mask_id(k)))
+        return ops.concatenate(outputs, axis=0)
 
     def _first_row(self, inputs, noise_shape=None):
         """The global index of `inputs`' first row under data parallelism
@@ -130,6 +148,11 @@ class StochasticLayer(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
+
+# The Monte-Carlo sampling `kdv.mc_predict` is running in this thread, or
+# None: while set, the layers draw masks at inference (see `_monte_carlo`).
+_SAMPLING = threading.local()
 
 
 class _RateState(keras.random.SeedGenerator):
