@@ -60,7 +60,8 @@ def test_star_import_gives_the_layers_not_the_modules():
         "Dropout", "SeededDropout", "DropConnect", "DropConnectDense", "MASK_FORMAT_VERSION",
         "shard_rows", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
         "GaussianDropout", "AlphaDropout", "GaussianNoise", "DropPath", "StochasticDepth",
-        "DropBlock1D", "DropBlock2D", "DropBlock3D", "drop_path_rates",
+        "DropBlock1D", "DropBlock2D", "DropBlock3D", "drop_path_rates", "convert",
+        "mc_predict", "mc_mask_id", "MCPrediction",
     }
     # The modules stay reachable as attributes.
     assert kdv.ops.dropout and kdv.random.keep_mask
