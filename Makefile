@@ -4,7 +4,8 @@
 #                  without our dropout layers (BACKEND=torch for another backend)
 #   make test      runs the test suite once per Keras backend
 #   make bench     runs the benchmarks (dropout ops, fit() steps, DropConnect
-#                  cost and memory, backward-pass memory), ours vs each
+#                  cost and memory, backward-pass memory, Monte-Carlo
+#                  predictions), ours vs each
 #                  backend's own, and writes docs/performance.md
 PYTHON ?= python3
 VENV ?= .venv
@@ -31,6 +32,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/fit.py --json benchmarks/results/fit.json
 	$(PY) benchmarks/drop_connect.py --json benchmarks/results/drop_connect.json
 	$(PY) benchmarks/backward_memory.py --json benchmarks/results/backward_memory.json
+	$(PY) benchmarks/mc_predict.py --json benchmarks/results/mc_predict.json
 	$(PY) benchmarks/report.py --results benchmarks/results --out docs/performance.md
 
 clean:
