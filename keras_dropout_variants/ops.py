@@ -206,8 +206,7 @@ def alpha_dropout(x, rate, noise_shape=None, seed=None, counter=0, first_row=0):
     x, rate = _noise_operands(x, rate, seed, "alpha_dropout")
     if rate == 0.0:
         return x
-    mask_shape = ops.shape(x) if noise_shape is None else resolve_noise_shape(noise_shape, ops.shape(x))
-    offset = _row_offset(x, noise_shape, mask_shape, 0, first_row)
+    mask_shape, offset = _address(x, noise_shape, first_row)
     keep = _random.keep_mask(mask_shape, rate, seed, counter, offset)
     a = ((1.0 - rate) * (1.0 + rate * ALPHA_PRIME**2)) ** -0.5
     b = -a * ALPHA_PRIME * rate
@@ -252,8 +251,7 @@ def drop_path(x, rate, seed=None, counter=0, scale_by_keep=True, mode="row", fir
     noise_shape = ((None,) if mode == "row" else (1,)) + rest
     if scale_by_keep:
         return dropout(x, rate, noise_shape, seed=seed, counter=counter, first_row=first_row)
-    mask_shape = resolve_noise_shape(noise_shape, ops.shape(x))
-    offset = _row_offset(x, noise_shape, mask_shape, 0, first_row)
+    mask_shape, offset = _address(x, noise_shape, first_row)
     keep = _random.keep_mask(mask_shape, rate, seed, counter, offset)
     return ops.where(keep, x, ops.zeros((), dtype=x.dtype))
 
@@ -377,9 +375,15 @@ def _noise_operands(x, rate, seed, op):
 def _standard_normal(x, noise_shape, seed, counter, first_row):
     """float32 standard normal noise of `noise_shape` (None: x's shape) for
     x's rows of a global batch."""
-    shape = ops.shape(x) if noise_shape is None else resolve_noise_shape(noise_shape, ops.shape(x))
-    offset = _row_offset(x, noise_shape, shape, 0, first_row)
+    shape, offset = _address(x, noise_shape, first_row)
     return _random.normal(shape, seed, counter, offset, dtype="float32")
+
+
+def _address(x, noise_shape, first_row):
+    """`(shape, offset)` of the mask or noise of `noise_shape` (None: x's
+    shape) for x's rows of a global batch."""
+    shape = ops.shape(x) if noise_shape is None else resolve_noise_shape(noise_shape, ops.shape(x))
+    return shape, _row_offset(x, noise_shape, shape, 0, first_row)
 
 
 def _row_offset(x, noise_shape, mask_shape, offset, first_row):
