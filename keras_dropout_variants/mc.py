@@ -37,7 +37,8 @@ class MCPrediction:
             class probabilities (non-negative, last axis summing to 1);
             else None.
         mutual_information: `(N,)`, BALD's `H[mean] - mean_s H[p_s]` in
-            nats, for class probabilities; else None.
+            nats, for class probabilities (at least 0 by Jensen's
+            inequality; float rounding below 0 is clipped to 0); else None.
         samples: `(samples, N, ...)` when `return_samples=True`, else None.
     """
 

@@ -33,6 +33,8 @@ ROWS = {
     # One row per backend, each started in its own subprocess by the script.
     "reproducibility.py": INSTALLED,
     "keras_family.py": ["none", "Dropout", "SpatialDropout2D", "GaussianDropout", "AlphaDropout", "GaussianNoise"],
+    "structured_dropout.py": ["none", "Dropout", "SpatialDropout2D", "DropBlock2D", "DropPath"],
+    "uncertainty.py": ["deterministic", "MC dropout"],
     # 1, 2 and 4 replicas of the current backend's data-parallel engine.
     "distributed.py": ["kdv.Dropout", "keras.layers.Dropout"],
 }
