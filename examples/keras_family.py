@@ -29,7 +29,8 @@ from _common import (
 LAYERS = ("none", "Dropout", "SpatialDropout2D", "GaussianDropout", "AlphaDropout", "GaussianNoise")
 
 parser = ExampleParser(
-    __doc__, "keras_family", epochs=30, train_size=500, batch_size=32, quick={"epochs": 2}
+    __doc__, "keras_family", epochs=30, train_size=500, batch_size=32,
+    quick={"epochs": 1, "train_size": 128},
 )
 parser.add_argument("--rate", type=float, default=0.2, help="rate (stddev for GaussianNoise)")
 # Parsed before the slow imports: --help and usage errors answer at once.

@@ -47,7 +47,8 @@ BLOCK_SIZE = 3  # DropBlock's blocks
 SHOWN = 4  # examples and channels drawn per mask
 
 parser = ExampleParser(
-    __doc__, "structured_dropout", epochs=30, train_size=500, batch_size=32, quick={"epochs": 2}
+    __doc__, "structured_dropout", epochs=30, train_size=500, batch_size=32,
+    quick={"epochs": 1, "train_size": 128},
 )
 parser.add_argument(
     "--rate", type=float, default=0.15,

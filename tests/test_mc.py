@@ -30,13 +30,13 @@ def classifier(with_norm=True):
 
 
 def test_samples_do_not_depend_on_the_batch_size():
-    model, x = classifier(), normal_data((13, 6))
-    runs = [kdv.mc_predict(model, x, samples=6, batch_size=b, return_samples=True) for b in (1, 7, 13)]
+    model, x = classifier(), normal_data((7, 6))
+    runs = [kdv.mc_predict(model, x, samples=6, batch_size=b, return_samples=True) for b in (1, 4, 7)]
     for run in runs[1:]:
         # The masks are the same; the products' rounding may differ by batch.
         np.testing.assert_allclose(run.samples, runs[0].samples, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(run.mean, runs[0].mean, rtol=1e-5, atol=1e-6)
-    assert runs[0].samples.shape == (6, 13, 4)
+    assert runs[0].samples.shape == (6, 7, 4)
     assert not np.allclose(runs[0].samples[0], runs[0].samples[1])  # samples differ
     assert [steps_taken(layer) for layer in model.layers if hasattr(layer, "counter")] == [0, 0, 0, 0]
 
@@ -62,9 +62,9 @@ def test_masks_are_bit_identical_across_batchings_and_chunks():
 
 
 def test_batch_norm_stays_in_inference_mode():
-    model, x = classifier(), normal_data((10, 6))
+    model, x = classifier(), normal_data((5, 6))
     one = kdv.mc_predict(model, x, samples=4, batch_size=1)
-    whole = kdv.mc_predict(model, x, samples=4, batch_size=10)
+    whole = kdv.mc_predict(model, x, samples=4, batch_size=5)
     np.testing.assert_allclose(one.mean, whole.mean, rtol=1e-5, atol=1e-6)
     # With batch statistics (training=True), a batch of one row would
     # normalize every unit to 0: the predictions would not match.

@@ -125,9 +125,9 @@ def test_drop_block_geometry_and_scale_follow_the_paper(cls, shape, block_size, 
 
 
 def test_drop_block_gives_no_nan_for_any_block_and_map_size():
-    for size in (1, 2, 3, 5, 8):
-        for block_size in (1, 2, 3, 4, 9):
-            for rate in (0.1, 0.9, 0.999):
+    for size in (1, 2, 5):
+        for block_size in (1, 2, 4, 9):
+            for rate in (0.1, 0.999):
                 x = normal_data((2, size, size, 2))
                 y = to_np(kdv.DropBlock2D(rate, block_size, seed=size)(x, training=True))
                 assert y.shape == x.shape and np.isfinite(y).all(), (size, block_size, rate)
@@ -233,8 +233,8 @@ def test_schedule_changes_the_rate_in_compiled_fit_without_retracing(per_layer):
     path = kdv.DropPath(0.5, seed=2)
     model = keras.Sequential([keras.Input((4, 4, 2)), blocks, path, keras.layers.Flatten(),
                               keras.layers.Dense(1, use_bias=False, kernel_initializer="ones", trainable=False)])
-    # Compiled on every backend; torch.compile only once (it compiles slowly).
-    model.compile(keras.optimizers.SGD(0.0), "mse", jit_compile=BACKEND != "torch" or per_layer)
+    # Compiled (XLA, tf.function); torch: eager here, compiled below.
+    model.compile(keras.optimizers.SGD(0.0), "mse", jit_compile=BACKEND != "torch")
     rates = [0.0, 1.0, 0.0, 1.0]
     schedule = (lambda e: [rates[e], 0.0]) if per_layer else (lambda e: rates[e])
     ramp = kdv.callbacks.RateSchedule(model, schedule)
@@ -243,21 +243,31 @@ def test_schedule_changes_the_rate_in_compiled_fit_without_retracing(per_layer):
     # Rate 0: every unit kept, output 32 per example, loss 32**2; rate 1: zeros.
     np.testing.assert_allclose(losses, [1024.0, 0.0, 1024.0, 0.0], rtol=1e-6)
     assert blocks.rate == 1.0 and steps_taken(blocks) == 8
-    if BACKEND == "torch" and not per_layer:
-        return  # eager: nothing is traced
-    if BACKEND == "torch":
-        # torch.compile runs call() around its graphs at every step: count
-        # the graphs it compiled instead, before and after 4 more rates.
-        from torch._dynamo.utils import counters
-
-        graphs = counters["stats"]["unique_graphs"]
-        model.fit(x, np.zeros((16, 1)), batch_size=8, epochs=4, callbacks=[ramp], verbose=0)
-        assert counters["stats"]["unique_graphs"] == graphs
-    else:
+    if BACKEND != "torch":  # (eager torch traces nothing)
         traces = CountedDropBlock.calls
         assert traces <= 2, traces  # traced once (twice at most: TF may trace symbolically first)
         model.fit(x, np.zeros((16, 1)), batch_size=8, epochs=4, callbacks=[ramp], verbose=0)
         assert CountedDropBlock.calls == traces  # the second fit() reuses the step
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.compile: the torch leg")
+def test_schedule_under_torch_compile_compiles_no_new_graph():
+    # torch.compile runs call() around its graphs at every step: count the
+    # graphs it compiled instead, before and after more rate changes.
+    from torch._dynamo.utils import counters
+
+    x = np.ones((16, 32), "float32")
+    model = keras.Sequential([keras.Input((32,)), kdv.Dropout(0.5, seed=2),
+                              keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")])
+    model.compile(keras.optimizers.SGD(0.0), "mse", jit_compile=True)
+    rates = [0.0, 1.0, 0.0]
+    ramp = kdv.callbacks.RateSchedule(model, lambda epoch: rates[epoch])
+    losses = model.fit(x, np.zeros((16, 1)), batch_size=8, epochs=2, callbacks=[ramp], verbose=0).history["loss"]
+    np.testing.assert_allclose(losses, [1024.0, 0.0], rtol=1e-6)
+    graphs = counters["stats"]["unique_graphs"]
+    losses = model.fit(x, np.zeros((16, 1)), batch_size=8, epochs=3, callbacks=[ramp], verbose=0).history["loss"]
+    np.testing.assert_allclose(losses, [1024.0, 0.0, 1024.0], rtol=1e-6)
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_schedule_masks_are_the_variable_rate_masks():
