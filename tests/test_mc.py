@@ -109,6 +109,10 @@ def test_inputs_as_datasets_generators_and_subclassed_models():
 
     got = kdv.mc_predict(model, generator(), samples=3, return_samples=True).samples
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    tf = pytest.importorskip("tensorflow")
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(10))).batch(4)
+    got = kdv.mc_predict(model, dataset, samples=3, return_samples=True).samples
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
     class Subclassed(keras.Model):
         def __init__(self):
