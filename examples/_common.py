@@ -191,3 +191,24 @@ class EpochLog:
             f"loss (dropout on) {logs['loss']:.4f} - val_loss {logs['val_loss']:.4f} - "
             f"val acc {logs['val_accuracy']:.4f} - {self.seconds[-1]:.2f}s"
         )
+
+
+def calibration(probs, labels, bins):
+    """Accuracy, NLL, the expected calibration error over `bins` equal-width
+    confidence bins, and each bin's (confidence, accuracy, count) for a
+    reliability diagram, of class probabilities `probs` (N, classes)."""
+    import numpy as np
+
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    nll = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            acc, conf = correct[in_bin].mean(), confidence[in_bin].mean()
+            ece += in_bin.mean() * abs(acc - conf)
+            rows.append((conf, acc, int(in_bin.sum())))
+    return dict(accuracy=float(correct.mean()), nll=nll, ece=float(ece), bins=rows)

@@ -32,7 +32,9 @@ import time
 
 import numpy as np
 
-from _common import ExampleParser, digits_split, fit, import_keras, pyplot, save_figure
+from _common import (
+    ExampleParser, calibration, digits_split, fit, import_keras, pyplot, save_figure,
+)
 
 BINS = 10  # coarse: few predictions fall below 0.9 confidence
 
@@ -85,24 +87,6 @@ def with_inference(model, inference, num_samples):
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def calibration(probs, labels):
-    """Accuracy, NLL, ECE and the per-bin reliability statistics."""
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    nll = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
-    edges = np.linspace(0.0, 1.0, BINS + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, BINS - 1)
-    bins = []
-    ece = 0.0
-    for b in range(BINS):
-        in_bin = which == b
-        if in_bin.any():
-            acc, conf = correct[in_bin].mean(), confidence[in_bin].mean()
-            ece += in_bin.mean() * abs(acc - conf)
-            bins.append((conf, acc, int(in_bin.sum())))
-    return dict(accuracy=float(correct.mean()), nll=nll, ece=float(ece), bins=bins)
 
 
 def timed(predict, repeats=3):
@@ -173,7 +157,7 @@ def main():
     results = {}
     for name, predict in predictors.items():
         probs, ms = timed(predict, repeats=1 if name.startswith("MC") else 3)
-        r = calibration(probs, y_val)
+        r = calibration(probs, y_val, BINS)
         r.update(ms=ms, confidence=probs.max(axis=1))
         results[name] = r
 

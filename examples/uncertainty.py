@@ -48,7 +48,8 @@ import time
 import numpy as np
 
 from _common import (
-    EpochLog, ExampleParser, check, digits_split, fit, import_keras, pyplot, save_figure,
+    EpochLog, ExampleParser, calibration, check, digits_split, fit, import_keras, pyplot,
+    save_figure,
 )
 
 BINS = 15  # ECE and reliability diagram: equal-width confidence bins
@@ -114,23 +115,6 @@ def shifted(x, noise, seed):
 def entropy(p):
     """-sum_c p_c log p_c, in nats."""
     return -np.sum(p * np.log(np.clip(p, 1e-12, None)), axis=-1)
-
-
-def calibration(probs, labels):
-    """Accuracy, NLL, ECE and the per-bin reliability statistics."""
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    nll = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
-    edges = np.linspace(0.0, 1.0, BINS + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, BINS - 1)
-    bins, ece = [], 0.0
-    for b in range(BINS):
-        in_bin = which == b
-        if in_bin.any():
-            acc, conf = correct[in_bin].mean(), confidence[in_bin].mean()
-            ece += in_bin.mean() * abs(acc - conf)
-            bins.append((conf, acc, int(in_bin.sum())))
-    return dict(accuracy=float(correct.mean()), nll=nll, ece=float(ece), bins=bins)
 
 
 def auroc(in_scores, out_scores):
@@ -226,7 +210,7 @@ def main():
     shifts = [n for n in inputs if n != "validation"]
     noisy = shifts[-1]  # the labels still hold under noise, not under rotation
     results = {
-        method: {name: calibration(probs[name], y_val) for name in ("validation", noisy)}
+        method: {name: calibration(probs[name], y_val, BINS) for name in ("validation", noisy)}
         for method, probs in (
             ("deterministic", deterministic),
             ("MC dropout", {n: m.mean for n, m in mc.items()}),
