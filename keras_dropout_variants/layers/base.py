@@ -31,7 +31,13 @@ class StochasticLayer(keras.layers.Layer):
       `_training(inputs, counter)` draws the masks of `counter`: `mask_id`
       when given (an int in `[0, 2**32)` or an integer scalar tensor; the
       step counter is then neither used nor advanced), else the step counter,
-      which then advances.
+      which then advances. Inside `kdv.mc_predict`, inference draws too
+      (`_monte_carlo`: one mask id per Monte-Carlo sample).
+    - Data parallelism: `_first_row(inputs, noise_shape)` is the global
+      index of the inputs' first row, which `_training` passes to its op.
+    - Rate schedules: a subclass with `_SCHEDULABLE = True` holds a float32
+      rate variable that `kdv.callbacks.RateSchedule` assigns; `_rate_value()`
+      is what `_training` draws with.
 
     A subclass implements `_training`, and may override `_inference` and
     `_draws_masks` (False when training changes nothing, e.g. at rate 0: the
