@@ -354,8 +354,7 @@ def _variable_rate_keep(shape, rate, seed, counter, offset):
     Python threshold), with the limit computed in the graph, so changing
     the rate changes no trace."""
     rate = _checks.rate_tensor(rate)
-    _, size, _, words = _mask_arguments(shape, 0.0, seed, counter, offset)
-    shape = _checks.shape(shape)
+    shape, size, _, words = _mask_arguments(shape, 0.0, seed, counter, offset)
     limit, keep_all = _rate_limit(rate)
     keep = ops.logical_or(_keep_from_key(size, *_stream_key(*words), limit), keep_all)
     return ops.reshape(keep, shape)

@@ -66,11 +66,11 @@ class DropPath(StochasticLayer):
         return self._rate_scheduled or self.rate > 0.0
 
     def _training(self, inputs, counter):
-        noise_shape = (None if self.mode == "row" else 1,) + (1,) * (len(inputs.shape) - 1)
+        # Rows have masks of their own in "row" mode; "batch" shares one.
+        first_row = self._first_row(inputs) if self.mode == "row" else 0
         return _ops.drop_path(
             inputs, self._rate_value(), seed=self.seed, counter=counter,
-            scale_by_keep=self.scale_by_keep, mode=self.mode,
-            first_row=self._first_row(inputs, noise_shape),
+            scale_by_keep=self.scale_by_keep, mode=self.mode, first_row=first_row,
         )
 
     def get_config(self):
