@@ -212,3 +212,19 @@ def calibration(probs, labels, bins):
             ece += in_bin.mean() * abs(acc - conf)
             rows.append((conf, acc, int(in_bin.sum())))
     return dict(accuracy=float(correct.mean()), nll=nll, ece=float(ece), bins=rows)
+
+
+def numpy_initial_weights(model, seed):
+    """Sets `model`'s trainable weights from NumPy: Glorot-uniform kernels
+    (2-D weights) and zero biases. Keras' initializers draw from each
+    backend's own generator; these are the same on every backend."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_weights:
+        shape = tuple(variable.shape)
+        if len(shape) == 2:
+            limit = np.sqrt(6.0 / sum(shape))
+            variable.assign(rng.uniform(-limit, limit, size=shape).astype("float32"))
+        else:
+            variable.assign(np.zeros(shape, "float32"))

@@ -66,8 +66,8 @@ import tempfile
 import time
 
 from _common import (
-    BACKENDS, EpochLog, ExampleParser, check, digits_split, import_keras, pyplot, require_extras,
-    save_figure,
+    BACKENDS, EpochLog, ExampleParser, check, digits_split, import_keras, numpy_initial_weights,
+    pyplot, require_extras, save_figure,
 )
 
 REPLICAS = (1, 2, 4)
@@ -141,14 +141,7 @@ def worker(args):
         )
         # Initial weights from NumPy, the same for every replica count and
         # backend: Glorot uniform kernels, zero biases.
-        rng = np.random.default_rng(args.seed)
-        for variable in model.trainable_weights:
-            shape = tuple(variable.shape)
-            if len(shape) == 2:
-                limit = np.sqrt(6.0 / sum(shape))
-                variable.assign(rng.uniform(-limit, limit, size=shape).astype("float32"))
-            else:
-                variable.assign(np.zeros(shape, "float32"))
+        numpy_initial_weights(model, args.seed)
         return model
 
     class Progress(EpochLog, keras.callbacks.Callback):

@@ -42,8 +42,8 @@ import tempfile
 import time
 
 from _common import (
-    BACKENDS, EpochLog, ExampleParser, check, digits_split, import_keras, pyplot, require_extras,
-    save_figure,
+    BACKENDS, EpochLog, ExampleParser, check, digits_split, import_keras, numpy_initial_weights,
+    pyplot, require_extras, save_figure,
 )
 
 # Losses resumed from a checkpoint must match the uninterrupted run to this.
@@ -85,14 +85,7 @@ def worker(args):
         )
         # Initial weights from NumPy, the same on every backend: Glorot
         # uniform kernels, zero biases.
-        rng = np.random.default_rng(args.seed)
-        for variable in model.trainable_weights:
-            shape = tuple(variable.shape)
-            if len(shape) == 2:
-                limit = np.sqrt(6.0 / sum(shape))
-                variable.assign(rng.uniform(-limit, limit, size=shape).astype("float32"))
-            else:
-                variable.assign(np.zeros(shape, "float32"))
+        numpy_initial_weights(model, args.seed)
         model.compile(
             optimizer=keras.optimizers.Adam(1e-3),
             loss="sparse_categorical_crossentropy",
