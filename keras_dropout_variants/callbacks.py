@@ -52,7 +52,6 @@ class RateSchedule(keras.callbacks.Callback):
         super().__init__()
         if not callable(schedule):
             raise _checks.invalid(TypeError, "schedule", "a callable schedule(epoch)", schedule)
-        self._targets = layers
         self.schedule = schedule
         if verbose not in (0, 1) or isinstance(verbose, float):
             raise _checks.invalid(ValueError, "verbose", "0 or 1", verbose)

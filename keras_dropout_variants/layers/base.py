@@ -173,8 +173,6 @@ class _RateState(keras.random.SeedGenerator):
 
     def __init__(self, name):  # noqa: D107 (no seed state: not calling super)
         self.name = name
-        self._initial_seed = None
-        self.backend = None
         self.state = keras.Variable(0.0, dtype="float32", trainable=False, name=name)
 
 
