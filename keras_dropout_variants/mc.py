@@ -10,21 +10,10 @@ import numpy as np
 from keras_dropout_variants import _checks
 from keras_dropout_variants import random as _random
 from keras_dropout_variants.callbacks import _walk
+from keras_dropout_variants.conversion import TWINS
 from keras_dropout_variants.layers import base as _base
 
 __all__ = ["MCPrediction", "mc_predict", "mc_mask_id"]
-
-# Keras layers that stay off in `mc_predict` (they have no sampling switch).
-_KERAS_FAMILY = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.GaussianNoise,
-)
-
 
 @dataclasses.dataclass
 class MCPrediction:
@@ -181,7 +170,7 @@ def _check_layers(model):
     """Warns about Keras dropout layers (they stay off) and about a model
     with nothing to sample."""
     layers = _walk(model)
-    keras_family = [layer.name for layer in layers if isinstance(layer, _KERAS_FAMILY)]
+    keras_family = [layer.name for layer in layers if isinstance(layer, tuple(TWINS))]  # stay off
     ours = [layer for layer in layers if isinstance(layer, _base.StochasticLayer)]
     if keras_family:
         warnings.warn(
