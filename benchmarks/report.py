@@ -19,6 +19,9 @@ import _common
 # Section order and titles; a benchmark whose JSON is missing is left out.
 SECTIONS = {
     "engine": "Dropout per call (`benchmarks/engine.py`)",
+    "latency": "Per-call latency on small tensors (`benchmarks/latency.py`)",
+    "latency_fit": "What dropout adds to a compiled `fit()` step of a small model (`benchmarks/latency.py`)",
+    "latency_profile": "Where an eager call of our layer spends its time (`benchmarks/latency.py`)",
     "fit": "`fit()` steps (`benchmarks/fit.py`)",
     "drop_connect": "DropConnect per batch and per example (`benchmarks/drop_connect.py`)",
     "backward_memory": "Memory kept for the backward pass (`benchmarks/backward_memory.py`)",

@@ -21,9 +21,50 @@ def _keep(size, seed, counter, offset, limit):
 _compiled_keep = tf.function(_keep, jit_compile=True)
 
 
+def _words(*words):
+    """The engine words as one int32 vector: one eager op, where a
+    conversion per word would cost one each."""
+    words = [_random._i32(w) if isinstance(w, int) else tf.cast(w, tf.int32) for w in words]
+    if all(isinstance(w, int) for w in words):
+        return tf.constant(words, tf.int32)
+    return tf.stack(words)
+
+
 def keep_mask(size, seed, counter, offset, threshold):
-    words = (size, seed, counter, offset, _random._limit(threshold))
-    return _compiled_keep(*(_random._as_word(w) for w in words))
+    words = _words(seed, counter, offset, _random._limit(threshold))
+    return _compiled_keep(tf.cast(size, tf.int32), *tf.unstack(words))
+
+
+def _drop(x, words, size, shape, scale):
+    """Dropout of x with the keep mask of `shape` (of `size` elements):
+    words = (seed, counter, offset, limit). The size and shape are apart
+    from the words: XLA compiles one kernel per value of an argument that
+    fixes a shape, and a counter must not be one of those."""
+    keep = tf.reshape(_keep(size, *tf.unstack(words)), shape)
+    return _random._apply_scale(x, keep, scale)
+
+
+_compiled_drop = tf.function(_drop, jit_compile=True)
+# (x's dtype, rank) -> `_compiled_drop` traced for any x of those: calling
+# a concrete function skips tf.function's per-call signature matching, a
+# third of an eager call, and traces once per kind of x, not per shape.
+_drop_functions = {}
+
+
+def drop(x, shape, size, seed, counter, offset, threshold, rate):
+    kind = (x.dtype, len(shape))
+    if kind not in _drop_functions:
+        _drop_functions[kind] = _compiled_drop.get_concrete_function(
+            tf.TensorSpec([None] * len(shape), x.dtype),
+            tf.TensorSpec([4], tf.int32),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([len(shape)], tf.int32),
+            tf.TensorSpec([], x.dtype),
+        )
+    words = _words(seed, counter, offset, _random._limit(threshold))
+    size = tf.cast(size, tf.int32)  # a dynamic size is a tensor
+    shape = tf.cast(tf.stack(shape), tf.int32)
+    return _drop_functions[kind](x, words, size, shape, _random._scale(x, rate))
 
 
 def flat_view(x):

@@ -33,6 +33,7 @@ import math
 import threading
 import warnings
 
+import numpy as np
 import torch
 from keras import ops
 
@@ -129,19 +130,78 @@ def _scratch_buffers(device):
     return buffers[device]
 
 
-@torch.compiler.disable  # see `_Drop`
-def _keep(size, seed, counter, offset, threshold, dtype, device=None):
-    """The keep decision of elements 0..size-1 as a new flat tensor of
-    `dtype`: bool, or an integer dtype, 1 (keep) / 0 (drop), on `device`
-    (by default the key's, or Keras' device)."""
+class _NumpyWords:
+    """The word arithmetic in place on NumPy uint32 arrays (wrapping, with
+    logical shifts), with `tmp` as scratch: for small masks on a CPU, where
+    a NumPy ufunc costs a third of a torch op's dispatch."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+
+    def add(self, a, b):
+        return np.add(a, np.uint32(b) if isinstance(b, int) else b, out=a)
+
+    def xor(self, a, b):
+        return np.bitwise_xor(a, np.uint32(b) if isinstance(b, int) else b, out=a)
+
+    def mul(self, a, c):
+        return np.multiply(a, np.uint32(c), out=a)
+
+    def xorshift(self, a, k):
+        return np.bitwise_xor(a, np.right_shift(a, k, out=self.tmp), out=a)
+
+
+# Masks of at most this many elements, on a CPU, with a key known in Python,
+# are hashed with NumPy (`_NumpyWords`), which runs the ~15 steps of the hash
+# on one thread with a fraction of torch's per-op dispatch; above it torch's
+# multithreaded ops (and the fused kernels) win. Chosen by timing both on
+# flat masks of 2**8 to 2**16 elements on this 2-core CPU (see
+# `benchmarks/latency.py` for the per-call figures).
+_NUMPY_MAX_SIZE = 1 << 14
+
+
+def _numpy_keep(size, base, k1, limit, dtype):
+    """The keep decision of elements 0..size-1 of the stream `(base, k1)`
+    (Python ints) as a NumPy array: bool, or `dtype`'s -1 (keep) / 0 (drop)
+    words. Its memory is fresh: the caller may hand it to torch."""
+    indices, h, tmp = _numpy_scratch()
+    h, tmp = h[:size], tmp[:size]
+    np.add(indices[:size], np.uint32(base), out=h)
+    _random._element_hash(h, k1, _NumpyWords(tmp))
+    keep = np.less(h.view(np.int32), np.int32(limit))
+    if dtype == np.bool_:
+        return keep
+    return np.negative(keep, dtype=dtype)  # True -> -1: all bits set
+
+
+def _numpy_scratch():
+    """(indices 0..n-1, h, tmp) as NumPy uint32 arrays of `_NUMPY_MAX_SIZE`
+    elements, for this thread."""
+    buffers = getattr(_scratch, "numpy", None)
+    if buffers is None:
+        indices = np.arange(_NUMPY_MAX_SIZE, dtype=np.uint32)
+        buffers = _scratch.numpy = (indices, np.empty_like(indices), np.empty_like(indices))
+    return buffers
+
+
+def _stream(seed, counter, offset):
+    """`(base, k1)` of the stream (see `random._stream_key`): Python ints
+    where the counter and offset are, or sit on a CPU."""
     k0, k1 = _key(seed, counter)
-    base = _add_words(k0, offset)
+    return _add_words(k0, offset), k1
+
+
+def _keep(size, base, k1, limit, dtype, device=None):
+    """The keep decision of elements 0..size-1 of the stream `(base, k1)`
+    as a new flat tensor of `dtype`: bool, or an integer dtype, 1 (keep) / 0
+    (drop), on `device` (by default the key's, or Keras' device)."""
     if device is None:
         tensors = [w for w in (base, k1) if isinstance(w, torch.Tensor)]
         device = tensors[0].device if tensors else ops.zeros(()).device  # Keras' device
+    if _numpy_hashes(size, base, k1, device):
+        return torch.from_numpy(_numpy_keep(size, base, k1, limit, np.bool_)).to(dtype)
     base, k1 = (w.to(device) if isinstance(w, torch.Tensor) else w for w in (base, k1))
     indices, h, tmp = _scratch_buffers(device)
-    limit = _random._limit(threshold)
     out = torch.empty(size, dtype=dtype, device=device)
     for start in range(0, size, _CHUNK):
         n = min(_CHUNK, size - start)
@@ -157,10 +217,23 @@ def _keep(size, seed, counter, offset, threshold, dtype, device=None):
     return out
 
 
+def _numpy_hashes(size, base, k1, device):
+    """Whether the mask is hashed with NumPy (see `_NUMPY_MAX_SIZE`)."""
+    return (
+        size <= _NUMPY_MAX_SIZE and device.type == "cpu"
+        and isinstance(base, int) and isinstance(k1, int)
+    )
+
+
 def keep_mask(size, seed, counter, offset, threshold):
     if torch.compiler.is_compiling():
         return _random._flat_keep(size, seed, counter, offset, threshold)
-    return _keep(size, seed, counter, offset, threshold, torch.bool)
+    return _eager_keep_mask(size, seed, counter, offset, threshold)
+
+
+@torch.compiler.disable  # see `_Drop`
+def _eager_keep_mask(size, seed, counter, offset, threshold):
+    return _keep(size, *_stream(seed, counter, offset), _random._limit(threshold), torch.bool)
 
 
 # The signed integer dtype of each float dtype's width, to mask its bits.
@@ -170,6 +243,9 @@ _BITS = {
     torch.float32: torch.int32,
     torch.float64: torch.int64,
 }
+
+# The same, as NumPy dtypes.
+_NUMPY_BITS = {torch.float16: np.int16, torch.bfloat16: np.int16, torch.float32: np.int32, torch.float64: np.int64}
 
 # Smallest mask that eager `drop` hands to the fused kernels: below it, the
 # compiled call's fixed cost (guards, launch) is most of the work. Chosen by
@@ -239,8 +315,7 @@ def _eager_drop(x, shape, size, seed, counter, offset, threshold, rate):
             # on a GPU would take some 30 launches of 0-d ops.
             words = _stacked_words((seed, counter, offset, limit), x.device)
         else:
-            k0, k1 = _key(seed, counter)
-            words = _stacked_words((_add_words(k0, offset), k1, limit), x.device)
+            words = _stacked_words((*_stream(seed, counter, offset), limit), x.device)
         try:
             out = _FusedDrop.apply(x, words, scale, tuple(shape))
         except Exception as error:  # noqa: BLE001 - any failure to build the kernel
@@ -264,14 +339,22 @@ def _unfused_drop(x, shape, size, seed, counter, offset, threshold, scale):
     """The bits of `x * scale` ANDed with int words (-1 keep, 0 drop), so a
     dropped element is +0.0 whatever `x` held. The words are kept as int8
     (one byte each, like a bool mask) for the backward pass, which masks the
-    upstream gradient the same way."""
-    words = _keep(size, seed, counter, offset, threshold, torch.int8, x.device)
-    words = words.neg_().reshape(shape)
-    return _Drop.apply(x, words, scale)
+    upstream gradient the same way. A small mask on a CPU (see
+    `_NUMPY_MAX_SIZE`) comes from NumPy as words of x's width, which the
+    AND takes as they are."""
+    base, k1 = _stream(seed, counter, offset)
+    limit = _random._limit(threshold)
+    if _numpy_hashes(size, base, k1, x.device):
+        words = torch.from_numpy(_numpy_keep(size, base, k1, limit, _NUMPY_BITS[x.dtype]))
+    else:
+        words = _keep(size, base, k1, limit, torch.int8, x.device).neg_()
+    words = words.reshape(shape)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Drop.apply(x, words, scale)
+    return _mask_and_scale(x, words, scale)  # no graph to record: no Function
 
 
-@torch.compiler.disable  # see `_Drop`
-def _masked_scale(v, words, scale):
+def _mask_and_scale(v, words, scale):
     """`v * scale` ANDed with the integer `words` (-1 or 0) converted to v's
     width. Mixed-width in-place ops would convert full-size `words` into a
     fresh full-size tensor, so those are converted chunk by chunk in a
@@ -292,6 +375,11 @@ def _masked_scale(v, words, scale):
     return out
 
 
+# For callers outside the eager entry points (backward passes, run by the
+# autograd engine): see `_Drop`.
+_masked_scale = torch.compiler.disable(_mask_and_scale)
+
+
 class _Drop(torch.autograd.Function):
     """Dropout by int words, for the unfused path.
 
@@ -304,7 +392,7 @@ class _Drop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, words, scale):
         ctx.save_for_backward(words, scale)
-        return _masked_scale(x, words, scale)
+        return _mask_and_scale(x, words, scale)  # inside `_eager_drop`
 
     @staticmethod
     def backward(ctx, upstream):

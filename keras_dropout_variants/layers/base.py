@@ -97,9 +97,11 @@ class StochasticLayer(keras.layers.Layer):
         # still sees this step's value.
         counter = _random.snapshot(self.counter)
         outputs = self._training(inputs, counter)
-        # `+ 1` would make the 1 a new tensor: on torch, a host-to-device
-        # copy that waits for the GPU.
-        self.counter.assign(ops.add(counter, ops.ones_like(counter)))
+        # The backend tensor's own `+`: int32 on every backend, wrapping
+        # like the engine's words, with the 1 passed as a scalar. keras.ops
+        # would make it a tensor first: an eager op, and on a GPU under
+        # torch a host-to-device copy that waits for the device.
+        self.counter.assign(counter + 1)
         return outputs
 
     def _monte_carlo(self, inputs, sampling):
