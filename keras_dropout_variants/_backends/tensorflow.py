@@ -52,6 +52,9 @@ _drop_functions = {}
 
 
 def drop(x, shape, size, seed, counter, offset, threshold, rate):
+    if not tf.executing_eagerly():
+        keep = tf.reshape(keep_mask(size, seed, counter, offset, threshold), shape)
+        return _random._apply_scale(x, keep, _random._scale(x, rate))
     kind = (x.dtype, len(shape))
     if kind not in _drop_functions:
         _drop_functions[kind] = _compiled_drop.get_concrete_function(

@@ -248,10 +248,10 @@ _BITS = {
 _NUMPY_BITS = {torch.float16: np.int16, torch.bfloat16: np.int16, torch.float32: np.int32, torch.float64: np.int64}
 
 # Smallest mask that eager `drop` hands to the fused kernels: below it, the
-# compiled call's fixed cost (guards, launch) is most of the work. Chosen by
-# timing both paths on flat float32 masks of 2**10 to 2**18 elements on a
-# CPU: they cost about the same up to 2**12-2**13 elements, and the fused
-# kernel pulls ahead above.
+# NumPy hash and a torch AND (the unfused path) cost less than a kernel
+# call. Chosen by timing both through `drop` on flat float32 masks of 2**8
+# to 2**16 elements on a 2-core CPU, with and without a backward pass: they
+# cross between 2**13 and 2**14 elements.
 _FUSED_MIN_SIZE = 1 << 14
 # (device type, dtype) -> whether the fused kernels compiled there: one
 # entry per kind of device and float dtype.
@@ -422,10 +422,52 @@ def _redrawn_from_counter(v, words, scale):
     return _random._apply_scale(v, keep, scale)
 
 
-# Eager torch's fused kernels, on flat tensors, compiled on first use per
-# device and dtype (`dynamic`: one kernel for every size).
-_fused_redraw = torch.compile(_redrawn_from_counter, dynamic=True, fullgraph=True)
-_fused_forward = torch.compile(_drawn_and_words, dynamic=True, fullgraph=True)
+class _Kernel:
+    """`fn` (of a flat float tensor and int32 words) as one Inductor kernel
+    per device and dtype, compiled on first use with a symbolic size (one
+    kernel for every size), and called directly.
+
+    Through `torch.compile`, every call would pass dynamo's frame: guard
+    evaluation and a cache lookup, 30-120 microseconds a call on a CPU,
+    more than the kernel itself at small sizes and in a training step. Here
+    the function is traced once with `make_fx` and compiled with
+    `torch._inductor.compile`, which the caller then calls like any
+    function; it compiles for sizes of at least 2 (as dynamo's guards
+    would), and `_FUSED_MIN_SIZE` is far above.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.compiled = {}  # (device, dtype) -> callable: one per kind of tensor
+
+    def __call__(self, v, *args):
+        kind = (v.device, v.dtype)
+        if kind not in self.compiled:
+            self.compiled[kind] = self._compile(v, *args)
+        return tuple(self.compiled[kind](v, *args))
+
+    def _compile(self, *example):
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        def traced(*inputs):  # always a tuple of outputs
+            outputs = self.fn(*inputs)
+            return outputs if isinstance(outputs, tuple) else (outputs,)
+
+        try:
+            graph = make_fx(traced, tracing_mode="symbolic")(*example)
+            # The traced inputs, symbolic sizes and all: compiled from these,
+            # the kernel takes any size.
+            fakes = [node.meta["val"] for node in graph.graph.nodes if node.op == "placeholder"]
+            return torch._inductor.compile(graph, fakes)
+        except Exception:  # noqa: BLE001 - e.g. float64 in torch 2.13: through dynamo
+            # (where that fails too, the first call raises, and `_eager_drop`
+            # falls back to the unfused path)
+            return torch.compile(traced, dynamic=True, fullgraph=True)
+
+
+# Eager torch's fused kernels, on flat tensors.
+_fused_redraw = _Kernel(_redrawn_from_counter)
+_fused_forward = _Kernel(_drawn_and_words)
 
 
 class _FusedDrop(torch.autograd.Function):
@@ -456,7 +498,7 @@ class _FusedDrop(torch.autograd.Function):
         flat = x.detach().reshape(-1)
         if ctx.redraw:
             ctx.save_for_backward(words, scale)
-            return _fused_redraw(flat, words, scale).view(shape)
+            return _fused_redraw(flat, words, scale)[0].view(shape)
         out, keep = _fused_forward(flat, words, scale)
         ctx.save_for_backward(keep.view(shape), scale)
         return out.view(shape)
@@ -469,7 +511,7 @@ class _FusedDrop(torch.autograd.Function):
         elif torch.compiler.is_compiling():
             grad = _redrawn(upstream, saved, scale, ctx.shape)
         else:
-            grad = _fused_redraw(upstream.detach().reshape(-1), saved, scale)
+            grad = _fused_redraw(upstream.detach().reshape(-1), saved, scale)[0]
             grad = grad.view(ctx.shape)
         return grad, None, None, None
 
