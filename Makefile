@@ -5,8 +5,8 @@
 #   make test      runs the test suite once per Keras backend
 #   make bench     runs the benchmarks (dropout ops, fit() steps, DropConnect
 #                  cost and memory, backward-pass memory, Monte-Carlo
-#                  predictions), ours vs each
-#                  backend's own, and writes docs/performance.md
+#                  predictions, per-call latency on small tensors), ours vs
+#                  each backend's own, and writes docs/performance.md
 PYTHON ?= python3
 VENV ?= .venv
 BACKEND ?= jax
@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/drop_connect.py --json benchmarks/results/drop_connect.json
 	$(PY) benchmarks/backward_memory.py --json benchmarks/results/backward_memory.json
 	$(PY) benchmarks/mc_predict.py --json benchmarks/results/mc_predict.json
+	$(PY) benchmarks/latency.py --json benchmarks/results/latency.json
 	$(PY) benchmarks/report.py --results benchmarks/results --out docs/performance.md
 
 clean:

@@ -7,7 +7,8 @@ A Sequential 784-1024-1024-10 MLP (ReLU, Adam, batch 256 unless `--batch`)
 in each backend's default `fit()` mode (TF graph, `jax.jit`, torch eager),
 one subprocess per backend; `--torch-compile` adds torch with
 `jit_compile=True` (torch.compile), whose models compile in the warm-up.
-Pairs, each measured against its baseline in the same process:
+Pairs, each measured against its baseline in the same process (and each
+dropout model against the same model without dropout, `Dense`):
 - `keras.layers.Dropout(0.5)` after each hidden layer vs our `Dropout(0.5)`
   (and `SeededDropout(0.5)`);
 - plain `Dense` hidden layers vs `DropConnectDense(rate=0.5)` with one kernel
@@ -34,7 +35,10 @@ VARIANTS = (
 UNITS = 1024
 # [header, row key, format]
 TABLE = [["backend", "backend", ""], ["variant", "variant", ""], ["ratio", "ratio", ".2f"],
-         ["vs", "baseline", ""], ["step ms", "ms", ".2f"]]
+         ["vs", "baseline", ""], ["over no dropout", "overhead", "+.1%"], ["step ms", "ms", ".2f"]]
+# The variants with dropout layers, whose cost is against the same model
+# without them: `Dense`.
+DROPOUTS = ("keras.Dropout", "Dropout", "SeededDropout")
 ABOUT = """\
 Time of one `fit()` training step of a 784-{units}-{units}-10 MLP (ReLU, Adam,
 batch {batch}, float32) in each backend's default `fit()` mode (TF graph,
@@ -43,7 +47,8 @@ and `SeededDropout` are ours, after each hidden layer, against
 `keras.layers.Dropout` there (all at rate 0.5); `DropConnectDense(rate=0.5)`
 (one kernel mask per step) is against plain `Dense` hidden layers. `ratio` is
 the variant's step time over its baseline's (`vs`): 1.05 means 5% slower
-training steps. The models of a backend run in {rounds} interleaved rounds of
+training steps. `over no dropout` is what the dropout layers add to the step
+of the same model without them (`Dense`): the floor any dropout is held to. The models of a backend run in {rounds} interleaved rounds of
 {steps} steps each in one process, so that a machine whose speed drifts slows
 them alike; the figures are medians over all steps. The ratios are what to
 compare; the milliseconds depend on the machine and its load."""
@@ -101,6 +106,8 @@ def worker(backend, args):
         row = {"backend": mode, "variant": name, "ms": ms[name]}
         if baseline:
             row.update(baseline=baseline, ratio=ms[name] / ms[baseline])
+        if name in DROPOUTS:
+            row["overhead"] = ms[name] / ms["Dense"] - 1
         rows.append(row)
     return {"rows": rows}
 

@@ -31,6 +31,19 @@ def test_training_calls_follow_the_op_and_advance_the_counter():
     assert not np.array_equal(outputs[0], outputs[1])
 
 
+def test_step_counter_wraps_to_mask_zero_after_the_last_mask():
+    # The counter is an int32 holding the bits of a 32-bit word; it advances
+    # with the backend's own `+ 1`, which must wrap like the engine's words.
+    x = normal_data()
+    layer = kdv.Dropout(0.3, seed=17)
+    layer(x, training=True, mask_id=0)  # builds the layer
+    layer.counter.assign(-1)  # mask 2**32 - 1
+    for mask in (2**32 - 1, 0):
+        np.testing.assert_array_equal(
+            to_np(layer(x, training=True)), to_np(kops.dropout(x, 0.3, seed=17, counter=mask)))
+    assert int(to_np(layer.counter)) == 1
+
+
 def test_mask_id_applies_that_mask_and_leaves_the_counter():
     # Every layer of the package takes `mask_id`, with SeededDropout's meaning.
     x = normal_data((8, 6))

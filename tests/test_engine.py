@@ -385,3 +385,11 @@ def test_tensorflow_fast_path_is_traced_once_for_every_size_and_rate():
         rate = 0.05 + 0.1 * (n % 9)
         np.testing.assert_array_equal(to_np(kr.keep_mask((n, 3), rate, 5, 2)), reference.keep_mask((n, 3), rate, 5, 2))
     assert fast._compiled_keep.experimental_get_tracing_count() <= max(before, 1)
+    # Eager `drop` (mask and application in one XLA function) is traced once
+    # per (dtype, rank) of x, not per shape: its concrete functions are kept.
+    before = fast._compiled_drop.experimental_get_tracing_count()
+    for n in range(5, 12):
+        x = keras.ops.ones((n, 3))
+        expected = np.where(reference.keep_mask((n, 3), 0.5, 5, 2), 2.0, 0.0)
+        np.testing.assert_array_equal(to_np(kr.drop(x, (n, 3), 0.5, 5, 2)), expected)
+    assert fast._compiled_drop.experimental_get_tracing_count() <= before + 1

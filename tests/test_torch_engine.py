@@ -191,16 +191,22 @@ def test_key_of_a_device_counter_matches_the_reference(seed, counter):
 
 def test_scratch_buffers_are_capped_and_freed_when_their_thread_ends():
     # Each thread that hashes a mask on the unfused path gets its own
-    # scratch buffers (12 MiB per device); they must not outlive the thread.
+    # scratch buffers (12 MiB per device, and 192 KiB of NumPy words for
+    # small masks); they must not outlive the thread.
     device = keras.ops.zeros(()).device
     refs, sizes = [], []
 
     def work():
-        expected = reference.keep_mask((64, 64), 0.5, 1, 2)
-        np.testing.assert_array_equal(to_np(kr.keep_mask((64, 64), 0.5, 1, 2)), expected)
+        for shape in ((64, 64), (160, 128)):  # the NumPy hash, then torch's
+            expected = reference.keep_mask(shape, 0.5, 1, 2)
+            np.testing.assert_array_equal(to_np(kr.keep_mask(shape, 0.5, 1, 2)), expected)
         buffers = fast._scratch_buffers(device)
         refs.extend(weakref.ref(t) for t in buffers)
         sizes.append(sum(t.numel() * t.element_size() for t in buffers))
+        if device.type == "cpu":
+            words = fast._numpy_scratch()
+            refs.extend(weakref.ref(a) for a in words)
+            assert sum(a.nbytes for a in words) == 3 * 4 * fast._NUMPY_MAX_SIZE
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
@@ -208,5 +214,58 @@ def test_scratch_buffers_are_capped_and_freed_when_their_thread_ends():
     for t in threads:
         t.join()
     gc.collect()
-    assert len(refs) == 12 and sizes == [12 * 2**20] * 4
+    assert len(refs) == (24 if device.type == "cpu" else 12) and sizes == [12 * 2**20] * 4
     assert all(ref() is None for ref in refs)
+
+
+@pytest.mark.parametrize("size_from_limit", [-1, 0, 1], ids=["below", "at", "above"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_numpy_hash_of_small_masks_gives_the_bits_of_the_plain_path(monkeypatch, size_from_limit, dtype):
+    # Small masks on a CPU are hashed with NumPy's uint32 arithmetic (up to
+    # `_NUMPY_MAX_SIZE` elements), larger ones in place with torch. Around
+    # that limit, with a stream that wraps past 2**32 and the last counter,
+    # `keep_mask` and a broadcast `drop` (the unfused path, whose words come
+    # from NumPy in x's width) must give the plain path's bits.
+    size = fast._NUMPY_MAX_SIZE + size_from_limit
+    args = (0.3, 2**32 - 1, 2**32 - 1, 2**32 - size // 2)
+    x = torch_tensor(np.random.default_rng(9).normal(size=(2, size)).astype("float32"))
+    x = keras.ops.cast(x, dtype)
+
+    def run():
+        keep = to_np(kr.keep_mask((size,), *args))
+        y = kr.drop(x, (1, size), *args)
+        return keep, np.asarray(to_np(keras.ops.cast(y, "float32"))).view(np.uint32)
+
+    fast_bits = run()
+    monkeypatch.setattr(_backends, "enabled", False)
+    plain = run()
+    np.testing.assert_array_equal(fast_bits[0], plain[0])
+    np.testing.assert_array_equal(fast_bits[1], plain[1])
+    np.testing.assert_array_equal(plain[0], reference.keep_mask((size,), *args))
+
+
+@pytest.mark.parametrize("size", [fast._FUSED_MIN_SIZE, 3 * 7 * 11 * 73, 2**18 + 1])
+def test_fused_kernel_is_called_without_dynamo_and_gives_the_plain_bits(monkeypatch, size):
+    # The fused kernels are compiled by Inductor from a make_fx trace and
+    # called directly: dynamo's per-call guards cost as much as the kernel.
+    # Sizes that are not multiples of any vector width, forward and backward.
+    rng = np.random.default_rng(10)
+    x, upstream = (rng.normal(size=size).astype("float32") for _ in range(2))
+    x[::5] = np.nan
+
+    def run():
+        v = torch_tensor(x, requires_grad=True)
+        y = kr.drop(v, (size,), 0.4, seed=3, counter=11)
+        y.backward(torch_tensor(upstream))
+        return [to_np(t).view(np.uint32) for t in (y, v.grad)]
+
+    fused = expect_fused_torch_kernels(monkeypatch, (size,), (size,))
+    fused_bits = run()
+    assert fused and all(fused.values()), fused
+    v = torch_tensor(x)
+    kernel = fast._fused_redraw if fast._redraws(v.device) else fast._fused_forward
+    assert (v.device, v.dtype) in kernel.compiled and not kernel.through_dynamo
+    monkeypatch.setattr(_backends, "enabled", False)
+    plain = run()
+    np.testing.assert_array_equal(fused_bits[0], plain[0])
+    np.testing.assert_array_equal(fused_bits[1], plain[1])

@@ -1,4 +1,5 @@
-"""PyTorch fast paths: in-place hashing, fused kernels, an opaque snapshot.
+"""PyTorch fast paths: in-place and NumPy hashing, fused kernels, an opaque
+snapshot.
 
 Eager torch runs each keras.ops call as a separate pass over memory into a
 fresh tensor, so the plain hash makes about 20 passes and pays the page
@@ -6,15 +7,18 @@ faults of every fresh multi-MiB CPU tensor. Three paths replace it:
 
 - Unfused (`keep_mask`, and `drop` of small or broadcast masks): the engine's
   steps evaluated with in-place torch arithmetic (`_InPlaceWords`) in reused
-  scratch chunks. `drop` then ANDs the bits of `x * scale` with int words
-  (-1 keep, 0 drop) instead of selecting with `torch.where`, whose CPU
-  kernel branches per element and costs more than drawing the mask.
+  scratch chunks, or for a small mask on a CPU with NumPy (`_NumpyWords`),
+  whose ufuncs cost a third of a torch op's dispatch. `drop` then ANDs the
+  bits of `x * scale` with int words (-1 keep, 0 drop) instead of selecting
+  with `torch.where`, whose CPU kernel branches per element and costs more
+  than drawing the mask.
 - Fused (eager `drop` with a mask of x's shape and at least
-  `_FUSED_MIN_SIZE` elements): one kernel draws and applies the mask, built
-  by torch.compile (Inductor) from the engine's keras.ops code once per
-  device and dtype (the size is symbolic). See `_FusedDrop` for its
-  backward pass. Where it cannot compile (no C++ compiler, say), a warning
-  says so and the unfused path runs instead.
+  `_FUSED_MIN_SIZE` elements): one kernel draws and applies the mask,
+  traced from the engine's keras.ops code and compiled by Inductor once per
+  device and dtype (the size is symbolic), then called directly, without
+  dynamo's per-call guards (`_Kernel`). See `_FusedDrop` for its backward
+  pass. Where it cannot compile (no C++ compiler, say), a warning says so
+  and the unfused path runs instead.
 - Under torch.compile the plain keras.ops path is traced, except `drop`,
   which runs in `_FusedDrop` so that the backward pass redraws the mask from
   the saved key instead of storing a bool mask (the partitioner's default,
@@ -24,8 +28,10 @@ Every path computes the engine's integer function, so all give the same
 bits; `tests/test_engine.py` and `tests/test_torch_engine.py` check it.
 
 Global state, all bounded: scratch buffers per thread and device (at most
-`3 * 4 * _CHUNK` bytes = 12 MiB each, freed when their thread ends), and
-small caches of constants keyed by (value, dtype, device).
+`3 * 4 * _CHUNK` bytes = 12 MiB each, and three NumPy arrays of
+`_NUMPY_MAX_SIZE` words, freed when their thread ends), the fused kernels
+compiled per device and dtype, and small caches of constants keyed by
+(value, dtype, device).
 """
 
 import functools
@@ -439,14 +445,15 @@ class _Kernel:
     def __init__(self, fn):
         self.fn = fn
         self.compiled = {}  # (device, dtype) -> callable: one per kind of tensor
+        self.through_dynamo = set()  # the kinds compiled by torch.compile
 
     def __call__(self, v, *args):
         kind = (v.device, v.dtype)
         if kind not in self.compiled:
-            self.compiled[kind] = self._compile(v, *args)
+            self.compiled[kind] = self._compile(kind, v, *args)
         return tuple(self.compiled[kind](v, *args))
 
-    def _compile(self, *example):
+    def _compile(self, kind, *example):
         from torch.fx.experimental.proxy_tensor import make_fx
 
         def traced(*inputs):  # always a tuple of outputs
@@ -462,6 +469,7 @@ class _Kernel:
         except Exception:  # noqa: BLE001 - e.g. float64 in torch 2.13: through dynamo
             # (where that fails too, the first call raises, and `_eager_drop`
             # falls back to the unfused path)
+            self.through_dynamo.add(kind)
             return torch.compile(traced, dynamic=True, fullgraph=True)
 
 
