@@ -427,8 +427,9 @@ def drop(x, mask_shape, rate, seed, counter=0, offset=0):
     if rate == 1.0:
         return apply_keep(x, None, rate)
     fast = _backends.fast_path("drop")
-    if fast:
-        return fast(x, shape, size, *words, threshold, rate)
+    dropped = fast(x, shape, size, *words, threshold, rate) if fast else None
+    if dropped is not None:
+        return dropped
     keep = ops.reshape(_dispatch_keep(size, *words, threshold), shape)
     return _apply_scale(x, keep, _scale(x, rate))
 

@@ -9,7 +9,8 @@ defines any of these functions, with the arguments the engine has checked:
 - `keep_mask(size, seed, counter, offset, threshold)`: the flat bool keep
   mask of elements 0..size-1 (`random._flat_keep`);
 - `drop(x, shape, size, seed, counter, offset, threshold, rate)`: dropout of
-  `x` with the keep mask of `shape`, for `0 < rate < 1`;
+  `x` with the keep mask of `shape`, for `0 < rate < 1`, or None where the
+  plain path (with the fast `keep_mask`) is the faster one;
 - `snapshot(value)`: a copy of `value` that later assignments cannot change;
 - `flat_view(x)`: for a tensor of unknown rank, `(flat, restore)`: x as a
   1-D tensor, and the function that reshapes a result of its size back (not

@@ -1,12 +1,15 @@
-"""TensorFlow fast path: the keep mask as one XLA-compiled function.
+"""TensorFlow fast paths: the keep mask, and eager dropout, each as one
+XLA-compiled function.
 
 `fit()` runs plain (non-XLA) graphs by default, where each int32 op is a
 separate kernel launch over the whole mask; the same keras.ops code in a
 `jit_compile=True` function is fused into one kernel there, and inlines into
-an outer XLA graph. Every argument goes in as a scalar tensor, so the
+an outer XLA graph. Every argument goes in as a tensor, so the keep-mask
 function is traced once: XLA compiles one kernel per mask size (the size is
 a compile-time constant to it) without a new Python trace, and without
 TensorFlow's retracing warnings when sizes vary (sequence lengths, say).
+Eager `drop` also applies the mask inside its function: one call instead of
+the mask's and four eager ops.
 """
 
 import tensorflow as tf
@@ -53,8 +56,9 @@ _drop_functions = {}
 
 def drop(x, shape, size, seed, counter, offset, threshold, rate):
     if not tf.executing_eagerly():
-        keep = tf.reshape(keep_mask(size, seed, counter, offset, threshold), shape)
-        return _random._apply_scale(x, keep, _random._scale(x, rate))
+        # In a graph (a `fit()` step) TensorFlow's own ops applying the XLA
+        # keep mask were faster than applying it inside the XLA function.
+        return None
     kind = (x.dtype, len(shape))
     if kind not in _drop_functions:
         _drop_functions[kind] = _compiled_drop.get_concrete_function(
