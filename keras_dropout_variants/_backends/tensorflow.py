@@ -24,26 +24,38 @@ def _keep(size, seed, counter, offset, limit):
 _compiled_keep = tf.function(_keep, jit_compile=True)
 
 
-def _words(*words):
-    """The engine words as one int32 vector: one eager op, where a
-    conversion per word would cost one each."""
-    words = [_random._i32(w) if isinstance(w, int) else tf.cast(w, tf.int32) for w in words]
-    if all(isinstance(w, int) for w in words):
-        return tf.constant(words, tf.int32)
-    return tf.stack(words)
+# Eager int32 scalars and shape vectors of Python values, and scales of
+# (rate, dtype): an eager conversion costs as much as a small kernel. At
+# most `_CACHE_SIZE` entries (counters passed as ints vary).
+_constants = {}
+_CACHE_SIZE = 1024
+
+
+def _constant(key, make):
+    if key not in _constants:
+        if len(_constants) >= _CACHE_SIZE:
+            _constants.clear()
+        _constants[key] = make()
+    return _constants[key]
+
+
+def _word(w):
+    """An engine word (or a size) as an int32 scalar tensor."""
+    if not isinstance(w, int):
+        return tf.cast(w, tf.int32)
+    if not tf.executing_eagerly():  # a graph constant
+        return tf.constant(_random._i32(w), tf.int32)
+    return _constant(("word", w), lambda: tf.constant(_random._i32(w), tf.int32))
 
 
 def keep_mask(size, seed, counter, offset, threshold):
-    words = _words(seed, counter, offset, _random._limit(threshold))
-    return _compiled_keep(tf.cast(size, tf.int32), *tf.unstack(words))
+    words = (size, seed, counter, offset, _random._limit(threshold))
+    return _compiled_keep(*(_word(w) for w in words))
 
 
-def _drop(x, words, size, shape, scale):
-    """Dropout of x with the keep mask of `shape` (of `size` elements):
-    words = (seed, counter, offset, limit). The size and shape are apart
-    from the words: XLA compiles one kernel per value of an argument that
-    fixes a shape, and a counter must not be one of those."""
-    keep = tf.reshape(_keep(size, *tf.unstack(words)), shape)
+def _drop(x, seed, counter, offset, limit, size, shape, scale):
+    """Dropout of x with the keep mask of `shape` (of `size` elements)."""
+    keep = tf.reshape(_keep(size, seed, counter, offset, limit), shape)
     return _random._apply_scale(x, keep, scale)
 
 
@@ -61,17 +73,16 @@ def drop(x, shape, size, seed, counter, offset, threshold, rate):
         return None
     kind = (x.dtype, len(shape))
     if kind not in _drop_functions:
+        scalar = tf.TensorSpec([], tf.int32)
         _drop_functions[kind] = _compiled_drop.get_concrete_function(
-            tf.TensorSpec([None] * len(shape), x.dtype),
-            tf.TensorSpec([4], tf.int32),
-            tf.TensorSpec([], tf.int32),
-            tf.TensorSpec([len(shape)], tf.int32),
-            tf.TensorSpec([], x.dtype),
+            tf.TensorSpec([None] * len(shape), x.dtype), scalar, scalar, scalar, scalar,
+            scalar, tf.TensorSpec([len(shape)], tf.int32), tf.TensorSpec([], x.dtype),
         )
-    words = _words(seed, counter, offset, _random._limit(threshold))
-    size = tf.cast(size, tf.int32)  # a dynamic size is a tensor
-    shape = tf.cast(tf.stack(shape), tf.int32)
-    return _drop_functions[kind](x, words, size, shape, _random._scale(x, rate))
+    # Eager shapes are Python ints.
+    shape = _constant(("shape", shape), lambda: tf.constant(shape, tf.int32))
+    scale = _constant(("scale", rate, x.dtype), lambda: _random._scale(x, rate))
+    words = (seed, counter, offset, _random._limit(threshold), size)
+    return _drop_functions[kind](x, *(_word(w) for w in words), shape, scale)
 
 
 def flat_view(x):
