@@ -203,8 +203,9 @@ def profile_parts(backend):
             module.drop(x, (64, 64), 4096, 1, c, 0, threshold, RATE)  # traces it
             function = module._drop_functions[(x.dtype, 2)]
             tf = module.tf
-            args = (x, module._words(1, c, 0, engine._limit(threshold)), tf.constant(4096),
-                    tf.constant([64, 64]), engine._scale(x, RATE))
+            words = (1, c, 0, engine._limit(threshold), 4096)
+            args = (x, *(module._word(w) for w in words), tf.constant([64, 64]),
+                    engine._scale(x, RATE))
             kernel = lambda: function(*args)  # noqa: E731
         parts += [("key + mask + apply (one compiled call)", kernel)]
     return parts, (lambda: layer(x, training=True))

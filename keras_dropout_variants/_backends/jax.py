@@ -9,6 +9,7 @@ one compilation per (mask size, rate, shape) in its own bounded jit cache.
 """
 
 import jax
+import keras
 from keras import ops
 
 from keras_dropout_variants import random as _random
@@ -49,4 +50,4 @@ def drop(x, shape, size, seed, counter, offset, threshold, rate):
 def snapshot(value):
     """A JAX array is immutable: assigning the variable later rebinds it and
     leaves this value as it was, so no copy (an eager op) is needed."""
-    return value.value if hasattr(value, "value") else value
+    return value.value if isinstance(value, keras.Variable) else value
