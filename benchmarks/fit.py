@@ -48,10 +48,11 @@ and `SeededDropout` are ours, after each hidden layer, against
 (one kernel mask per step) is against plain `Dense` hidden layers. `ratio` is
 the variant's step time over its baseline's (`vs`): 1.05 means 5% slower
 training steps. `over no dropout` is what the dropout layers add to the step
-of the same model without them (`Dense`): the floor any dropout is held to. The models of a backend run in {rounds} interleaved rounds of
-{steps} steps each in one process, so that a machine whose speed drifts slows
-them alike; the figures are medians over all steps. The ratios are what to
-compare; the milliseconds depend on the machine and its load."""
+of the same model without them (`Dense`): the floor any dropout is held to.
+The models of a backend run in {rounds} interleaved rounds of {steps} steps
+each in one process, so that a machine whose speed drifts slows them alike;
+the figures are medians over all steps. The ratios are what to compare; the
+milliseconds depend on the machine and its load."""
 
 
 def build(variant, seed, jit_compile="auto"):

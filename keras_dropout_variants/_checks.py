@@ -26,6 +26,18 @@ def invalid(error, name, expected, value):
     return error(f"`{name}` must be {expected}. Received: {name}={_shown(value)}")
 
 
+def dtype_name(dtype):
+    """Keras' name of a backend dtype ("float32", ...), cached per dtype:
+    `keras.backend.standardize_dtype` costs more than a small dropout."""
+    if dtype not in _DTYPE_NAMES:
+        _DTYPE_NAMES[dtype] = keras.backend.standardize_dtype(dtype)
+    return _DTYPE_NAMES[dtype]
+
+
+# Backend dtype -> Keras' name: a handful of entries per backend.
+_DTYPE_NAMES = {}
+
+
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -103,10 +115,13 @@ def word(value, name):
         return seed(value, name)
     if not _is_tensor(value):
         raise invalid(TypeError, name, "an integer in [0, 2**32) or an integer scalar tensor", value)
-    if "int" not in keras.backend.standardize_dtype(value.dtype):
+    dtype = dtype_name(value.dtype)
+    if "int" not in dtype:
         raise invalid(TypeError, name, "an integer scalar", value)
     if tuple(value.shape) != ():
         raise invalid(ValueError, name, "an integer scalar", value)
+    if dtype == "int32" and not isinstance(value, keras.Variable):
+        return value  # (a cast would cost an op and change nothing)
     return ops.cast(value, "int32")
 
 
@@ -169,7 +184,7 @@ def noise_shape(value):
 
 def floating(x, name="inputs"):
     """Raises `TypeError` unless the tensor `x` has a floating dtype."""
-    dtype = keras.backend.standardize_dtype(x.dtype)
+    dtype = dtype_name(x.dtype)
     if not keras.backend.is_float_dtype(dtype):
         raise TypeError(
             f"`{name}` must be floating-point to be dropped. Received: {name} "
