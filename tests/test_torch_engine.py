@@ -269,3 +269,26 @@ def test_fused_kernel_is_called_without_dynamo_and_gives_the_plain_bits(monkeypa
     plain = run()
     np.testing.assert_array_equal(fused_bits[0], plain[0])
     np.testing.assert_array_equal(fused_bits[1], plain[1])
+
+
+@pytest.mark.parametrize("view", ["offset", "transposed", "strided"])
+def test_fused_kernels_take_views_and_expanded_gradients(monkeypatch, view):
+    # The kernels are compiled for flat contiguous tensors (no dynamo guard
+    # recompiles for other strides): views of x, and an expanded upstream
+    # gradient (the gradient of a sum), are made contiguous first.
+    base = np.random.default_rng(11).normal(size=(301, 260)).astype("float32")
+
+    def run():
+        whole = torch_tensor(base, requires_grad=True)
+        v = {"offset": whole[1:], "transposed": whole.t(), "strided": whole[:, ::2]}[view]
+        y = kr.drop(v, tuple(v.shape), 0.3, seed=5, counter=9)
+        y.sum().backward()
+        return [to_np(t).view(np.uint32) for t in (y, whole.grad)]
+
+    fused = expect_fused_torch_kernels(monkeypatch, (2**14,), (2**14,))
+    fused_bits = run()
+    assert fused and all(fused.values()), fused
+    monkeypatch.setattr(_backends, "enabled", False)
+    plain = run()
+    np.testing.assert_array_equal(fused_bits[0], plain[0])
+    np.testing.assert_array_equal(fused_bits[1], plain[1])

@@ -473,6 +473,13 @@ class _Kernel:
             return torch.compile(traced, dynamic=True, fullgraph=True)
 
 
+def _flat(v):
+    """`v` as the flat contiguous tensor the kernels take: they are compiled
+    for a stride of 1 (a strided view, or an expanded upstream gradient,
+    would be refused), and without dynamo no guard recompiles for others."""
+    return v.detach().contiguous().view(-1)
+
+
 # Eager torch's fused kernels, on flat tensors.
 _fused_redraw = _Kernel(_redrawn_from_counter)
 _fused_forward = _Kernel(_drawn_and_words)
@@ -503,7 +510,7 @@ class _FusedDrop(torch.autograd.Function):
             # (a common subexpression), which the partitioner would save.
             ctx.save_for_backward(_opaque_copy(words), scale)
             return _redrawn(x, words, scale, shape)
-        flat = x.detach().reshape(-1)
+        flat = _flat(x)
         if ctx.redraw:
             ctx.save_for_backward(words, scale)
             return _fused_redraw(flat, words, scale)[0].view(shape)
@@ -519,7 +526,7 @@ class _FusedDrop(torch.autograd.Function):
         elif torch.compiler.is_compiling():
             grad = _redrawn(upstream, saved, scale, ctx.shape)
         else:
-            grad = _fused_redraw(upstream.detach().reshape(-1), saved, scale)[0]
+            grad = _fused_redraw(_flat(upstream), saved, scale)[0]
             grad = grad.view(ctx.shape)
         return grad, None, None, None
 
