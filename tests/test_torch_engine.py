@@ -76,6 +76,18 @@ def test_eager_torch_path_is_never_traced_by_dynamo():
         np.testing.assert_array_equal(to_np(compiled).view(np.uint32), to_np(eager).view(np.uint32))
 
 
+def assert_fused_gives_the_plain_bits(monkeypatch, run):
+    """`run()` (returning uint32 views of outputs and gradients) on the
+    fused kernels, checked to have run and compiled, then on the plain
+    keras.ops path: the same bits."""
+    fused = expect_fused_torch_kernels(monkeypatch, (2**14,), (2**14,))
+    fused_bits = run()
+    assert fused and all(fused.values()), fused
+    monkeypatch.setattr(_backends, "enabled", False)
+    for got, expected in zip(fused_bits, run()):
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("keep_words", [True, False], ids=["keep-words", "redraw"])
 def test_fused_torch_backward_gives_the_bits_of_apply_keep(monkeypatch, keep_words):
     # The fused kernels' backward pass ANDs the words the forward kept (on a
@@ -95,13 +107,7 @@ def test_fused_torch_backward_gives_the_bits_of_apply_keep(monkeypatch, keep_wor
         return [to_np(t).view(np.uint32) for t in (y, v.grad)]
 
     monkeypatch.setattr(fast, "_KEEP_WORDS_ON", (upstream.device.type,) if keep_words else ())
-    fused = expect_fused_torch_kernels(monkeypatch, x.shape, x.shape)
-    fused_bits = run()
-    assert fused and all(fused.values()), fused
-    monkeypatch.setattr(_backends, "enabled", False)
-    plain = run()
-    np.testing.assert_array_equal(fused_bits[0], plain[0])
-    np.testing.assert_array_equal(fused_bits[1], plain[1])
+    assert_fused_gives_the_plain_bits(monkeypatch, run)
 
 
 def test_fused_torch_kernels_fall_back_when_they_cannot_compile(monkeypatch):
@@ -259,16 +265,10 @@ def test_fused_kernel_is_called_without_dynamo_and_gives_the_plain_bits(monkeypa
         y.backward(torch_tensor(upstream))
         return [to_np(t).view(np.uint32) for t in (y, v.grad)]
 
-    fused = expect_fused_torch_kernels(monkeypatch, (size,), (size,))
-    fused_bits = run()
-    assert fused and all(fused.values()), fused
+    assert_fused_gives_the_plain_bits(monkeypatch, run)
     v = torch_tensor(x)
     kernel = fast._fused_redraw if fast._redraws(v.device) else fast._fused_forward
     assert (v.device, v.dtype) in kernel.compiled and (v.device, v.dtype) not in kernel.through_dynamo
-    monkeypatch.setattr(_backends, "enabled", False)
-    plain = run()
-    np.testing.assert_array_equal(fused_bits[0], plain[0])
-    np.testing.assert_array_equal(fused_bits[1], plain[1])
 
 
 @pytest.mark.parametrize("view", ["offset", "transposed", "strided"])
@@ -285,10 +285,4 @@ def test_fused_kernels_take_views_and_expanded_gradients(monkeypatch, view):
         y.sum().backward()
         return [to_np(t).view(np.uint32) for t in (y, whole.grad)]
 
-    fused = expect_fused_torch_kernels(monkeypatch, (2**14,), (2**14,))
-    fused_bits = run()
-    assert fused and all(fused.values()), fused
-    monkeypatch.setattr(_backends, "enabled", False)
-    plain = run()
-    np.testing.assert_array_equal(fused_bits[0], plain[0])
-    np.testing.assert_array_equal(fused_bits[1], plain[1])
+    assert_fused_gives_the_plain_bits(monkeypatch, run)
