@@ -212,12 +212,14 @@ def keep_threshold(rate):
     # Exact rational arithmetic costs tens of microseconds: once per rate, in
     # a dict of at most 1024 rates (not functools.lru_cache, which dynamo
     # warns about when it traces it).
-    if rate not in _THRESHOLDS:
+    threshold = _THRESHOLDS.get(rate)  # one lookup: another thread may clear it
+    if threshold is None:
         if len(_THRESHOLDS) >= 1024:
             _THRESHOLDS.clear()
         threshold = round((1 - Fraction(rate)) * _U32)
-        _THRESHOLDS[rate] = min(max(threshold, 0), _U32 - 1) if rate != 0.0 else _U32
-    return _THRESHOLDS[rate]
+        threshold = min(max(threshold, 0), _U32 - 1) if rate != 0.0 else _U32
+        _THRESHOLDS[rate] = threshold
+    return threshold
 
 
 _THRESHOLDS = {}

@@ -32,11 +32,14 @@ _CACHE_SIZE = 1024
 
 
 def _constant(key, make):
-    if key not in _constants:
+    # One lookup: another thread (a MirroredStrategy replica) may clear the
+    # cache between a membership test and a read.
+    value = _constants.get(key)
+    if value is None:
         if len(_constants) >= _CACHE_SIZE:
             _constants.clear()
-        _constants[key] = make()
-    return _constants[key]
+        value = _constants[key] = make()
+    return value
 
 
 def _word(w):
