@@ -16,7 +16,7 @@ U32 = 1 << 32  # engine words are unsigned 32-bit
 
 def _shown(value):
     if _is_tensor(value):
-        dtype = keras.backend.standardize_dtype(value.dtype)
+        dtype = dtype_name(value.dtype)
         return f"a tensor of shape {tuple(value.shape)} and dtype {dtype}"
     return repr(value)
 
@@ -64,7 +64,7 @@ def rate_tensor(value, name="rate"):
     assigns)."""
     if not _is_tensor(value):
         raise invalid(TypeError, name, "a float in [0, 1] or a floating scalar tensor", value)
-    dtype = keras.backend.standardize_dtype(value.dtype)
+    dtype = dtype_name(value.dtype)
     if not keras.backend.is_float_dtype(dtype) or tuple(value.shape) != ():
         raise invalid(TypeError, name, "a float in [0, 1] or a floating scalar tensor", value)
     return value

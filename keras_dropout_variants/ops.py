@@ -6,7 +6,6 @@ its op give the same bits for the same `(seed, counter)` on every backend.
 
 import math
 
-import keras
 from keras import ops
 
 from keras_dropout_variants import _checks
@@ -641,7 +640,7 @@ def drop_connect_gaussian(
     num_samples = _checks.positive_int(num_samples, "num_samples")
     activation = activation or (lambda v: v)
     x, kernel = _checks.dense_operands(x, kernel)
-    dtype = keras.backend.standardize_dtype(x.dtype)
+    dtype = _checks.dtype_name(x.dtype)
     # The moments in at least float32: the variance, a sum of x**2 w**2,
     # overflows float16 long before the output does.
     compute = "float32" if dtype in ("float16", "bfloat16") else dtype
