@@ -146,14 +146,18 @@ def peak_rss_mib():
 # --- timing ------------------------------------------------------------------
 
 
-def clocked(fn, sync):
+def clocked(fn, sync, calls=1):
     """`fn` as a function that returns its own wall time (a list of one
-    sample, in seconds), waiting for the device before it stops the clock."""
+    sample, in seconds: the mean over `calls` calls in a row, for calls
+    too short to time one by one), waiting for the device before it stops
+    the clock."""
 
     def run():
         start = time.perf_counter()
-        sync(fn())
-        return [time.perf_counter() - start]
+        for _ in range(calls):
+            y = fn()
+        sync(y)
+        return [(time.perf_counter() - start) / calls]
 
     return run
 

@@ -74,21 +74,6 @@ it); `rest` is the layer's total minus the parts: argument checks, dispatch
 and Python glue. `share` is of the layer's total."""
 
 
-def per_call(fn, sync, calls):
-    """`fn` as a function returning one sample: its mean time over `calls`
-    calls (seconds), waiting for the device at the end."""
-    import time
-
-    def run():
-        start = time.perf_counter()
-        for _ in range(calls):
-            y = fn()
-        sync(y)
-        return [(time.perf_counter() - start) / calls]
-
-    return run
-
-
 def eager_rows(backend, args, sync):
     import keras
     import numpy as np
@@ -110,10 +95,10 @@ def eager_rows(backend, args, sync):
         }
         fns = {}
         for name, f in impls.items():
-            fns[name] = per_call(lambda f=f: f(x, c), sync, args.calls)
+            fns[name] = _common.clocked(lambda f=f: f(x, c), sync, args.calls)
             if backend != "jax" or name in ("native", "op"):
                 g = fwd_bwd(f, w, lambda f: f)
-                fns[name + FB] = per_call(lambda g=g: g(x, c), sync, args.calls)
+                fns[name + FB] = _common.clocked(lambda g=g: g(x, c), sync, args.calls)
         us = {k: v * 1e3 for k, v in _common.interleaved(fns, args.rounds).items()}
         row = {"backend": backend, "shape": list(shape), **us}
         for suffix in ("", FB):
@@ -157,16 +142,21 @@ def fit_rows(backend, args):
     return rows
 
 
+# The part that is one compiled function under JAX and TensorFlow.
+ONE_CALL = "key + mask + apply (one compiled call)"
+
+
 def profile_parts(backend):
     """(name, function) of the parts of our layer's eager 64x64 call, as the
     backend's fast path runs them, with their arguments prepared."""
     import keras
+    import numpy as np
 
     import keras_dropout_variants as kdv
+    from keras_dropout_variants import _backends
     from keras_dropout_variants import random as engine
 
-    x = keras.ops.convert_to_tensor(
-        __import__("numpy").random.default_rng(0).normal(size=(64, 64)).astype("float32"))
+    x = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(64, 64)).astype("float32"))
     layer = kdv.Dropout(RATE, seed=1)
     layer.build(x.shape)
 
@@ -183,9 +173,8 @@ def profile_parts(backend):
 
     threshold, c = engine.keep_threshold(RATE), engine.snapshot(layer.counter)
     parts = [("Keras Layer.__call__", lambda: identity(x, training=True)), ("counter", counter)]
+    fast = _backends._module(backend)  # the backend's fast paths
     if backend == "torch":
-        from keras_dropout_variants._backends import torch as fast
-
         base, k1 = fast._stream(1, c, 0)
         limit = engine._limit(threshold)
         words = fast._numpy_keep(4096, base, k1, limit, fast._NUMPY_BITS[x.dtype])
@@ -194,26 +183,22 @@ def profile_parts(backend):
         parts += [("key", lambda: fast._stream(1, c, 0)),
                   ("mask", lambda: fast._numpy_keep(4096, base, k1, limit, fast._NUMPY_BITS[x.dtype])),
                   ("apply", lambda: fast._mask_and_scale(x, words, scale))]
+    elif backend == "jax":
+        words = fast._words(1, c, 0, engine._limit(threshold))
+        parts.append((ONE_CALL, lambda: fast._compiled_drop(x, *words, (64, 64), 4096, RATE)))
     else:
-        module = __import__(f"keras_dropout_variants._backends.{backend}", fromlist=["drop"])
-        if backend == "jax":
-            words = module._words(1, c, 0, engine._limit(threshold))
-            kernel = lambda: module._compiled_drop(x, *words, (64, 64), 4096, RATE)  # noqa: E731
-        else:
-            module.drop(x, (64, 64), 4096, 1, c, 0, threshold, RATE)  # traces it
-            function = module._drop_functions[(x.dtype, 2)]
-            tf = module.tf
-            words = (1, c, 0, engine._limit(threshold), 4096)
-            args = (x, *(module._word(w) for w in words), tf.constant([64, 64]),
-                    engine._scale(x, RATE))
-            kernel = lambda: function(*args)  # noqa: E731
-        parts += [("key + mask + apply (one compiled call)", kernel)]
+        fast.drop(x, (64, 64), 4096, 1, c, 0, threshold, RATE)  # traces it
+        function = fast._drop_functions[(x.dtype, 2)]
+        words = (1, c, 0, engine._limit(threshold), 4096)
+        args = (x, *(fast._word(w) for w in words), fast.tf.constant([64, 64]),
+                engine._scale(x, RATE))
+        parts.append((ONE_CALL, lambda: function(*args)))
     return parts, (lambda: layer(x, training=True))
 
 
 def profile_rows(backend, args, sync):
     parts, total = profile_parts(backend)
-    fns = {name: per_call(f, sync, args.calls) for name, f in parts + [("layer", total)]}
+    fns = {name: _common.clocked(f, sync, args.calls) for name, f in parts + [("layer", total)]}
     us = {k: v * 1e3 for k, v in _common.interleaved(fns, args.rounds).items()}
     rows = [{"backend": backend, "part": name, "us": us[name], "share": us[name] / us["layer"]}
             for name, _ in parts]
@@ -223,10 +208,19 @@ def profile_rows(backend, args, sync):
     return rows
 
 
+# The three tables: JSON file name suffix -> (columns, description).
+TABLES = {
+    "": (TABLE, ABOUT),
+    "_fit": (FIT_TABLE, FIT_ABOUT),
+    "_profile": (PROFILE_TABLE, PROFILE_ABOUT),
+}
+
+
 def worker(backend, args):
     sync = _common.sync_function(backend)
-    return {"rows": eager_rows(backend, args, sync), "fit": fit_rows(backend, args),
-            "profile": profile_rows(backend, args, sync)}
+    parts = {"": eager_rows(backend, args, sync), "_fit": fit_rows(backend, args),
+             "_profile": profile_rows(backend, args, sync)}
+    return {"rows": [dict(row, table=suffix) for suffix, rows in parts.items() for row in rows]}
 
 
 def main():
@@ -239,26 +233,14 @@ def main():
     args = parser.parse_args()
     if _common.serve(args, worker):
         return
-    results, devices = [], {}
-    for backend in args.backends:
-        print(backend + "...", flush=True)
-        result = _common.run_worker(__file__, backend)
-        if result:
-            results.append(result)
-            devices[backend] = result["device"]
-        else:
-            _common.failed_runs.append(backend)
+    rows, devices = _common.run_workers(__file__, [(b,) for b in args.backends])
     print(f"median us; {_common.devices_line(devices)}")
     options = {"rounds": args.rounds, "calls": args.calls, "steps": args.steps}
     root, ext = os.path.splitext(args.json)
-    for suffix, key, table, about in (
-        ("", "rows", TABLE, ABOUT),
-        ("_fit", "fit", FIT_TABLE, FIT_ABOUT),
-        ("_profile", "profile", PROFILE_TABLE, PROFILE_ABOUT),
-    ):
-        rows = [row for result in results for row in result[key]]
+    for suffix, (table, about) in TABLES.items():
+        mine = [row for row in rows if row["table"] == suffix]
         text = about.format(rate=RATE, **options)
-        _common.publish(root + suffix + ext, "latency" + suffix, options, devices, rows, table, text)
+        _common.publish(root + suffix + ext, "latency" + suffix, options, devices, mine, table, text)
 
 
 if __name__ == "__main__":
