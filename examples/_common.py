@@ -152,6 +152,53 @@ def save_figure(fig, out, **savefig_kwargs):
     print(f"figure: {out}")
 
 
+def grid_image(blocks, gap=1):
+    """(rows, columns, h, w) 2-D maps as one image, in a grid separated by
+    gray (0.5) lines."""
+    import numpy as np
+
+    rows, columns, h, w = blocks.shape
+    out = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), 0.5)
+    for r in range(rows):
+        for c in range(columns):
+            out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = blocks[r, c]
+    return out
+
+
+def plot_val_accuracy(ax, histories, legend_title):
+    """Validation accuracy per epoch of each run: `histories` maps a name to
+    its `fit()` History's `history` dict."""
+    import numpy as np
+
+    for name, history in histories.items():
+        epochs = np.arange(1, len(history["val_accuracy"]) + 1)
+        ax.plot(epochs, history["val_accuracy"], label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(title=legend_title, loc="lower right")
+
+
+def reliability_diagram(ax, curves, title, legend_loc):
+    """Accuracy against confidence per bin of `calibration()` results, a
+    marker's size the examples in its bin: `curves` holds (label, result,
+    color, line style) tuples."""
+    import numpy as np
+
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect calibration")
+    for label, result, color, style in curves:
+        conf, acc, count = np.array(result["bins"]).T
+        ax.plot(conf, acc, style, color=color, label=label)
+        ax.scatter(conf, acc, s=10 + 120 * count / count.max(), color=color)
+    ax.set_xlabel("confidence (mean max probability in the bin)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title(title)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc=legend_loc, fontsize=9)
+
+
 def check(ok, claim):
     """Prints `claim` as checked, or exits with status 1 saying it does not hold."""
     if not ok:

@@ -33,7 +33,8 @@ import time
 import numpy as np
 
 from _common import (
-    ExampleParser, calibration, digits_split, fit, import_keras, pyplot, save_figure,
+    ExampleParser, calibration, digits_split, fit, import_keras, pyplot, reliability_diagram,
+    save_figure,
 )
 
 BINS = 10  # coarse: few predictions fall below 0.9 confidence
@@ -102,19 +103,14 @@ def timed(predict, repeats=3):
 
 def plot(results, title, out):
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 5))
-    left.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect calibration")
+    curves = [
+        (f"{name} (ECE {r['ece']:.3f})", r, f"C{i}", "-") for i, (name, r) in enumerate(results.items())
+    ]
+    diagram = "reliability diagram (marker size: examples in the bin)"
+    reliability_diagram(left, curves, diagram, "lower right")
     for i, (name, r) in enumerate(results.items()):
-        conf, acc, count = np.array(r["bins"]).T
-        left.plot(conf, acc, "-", color=f"C{i}", label=f"{name} (ECE {r['ece']:.3f})")
-        left.scatter(conf, acc, s=10 + 120 * count / count.max(), color=f"C{i}")
         right.hist(r["confidence"], bins=np.linspace(0, 1, BINS + 1), histtype="step",
                    linewidth=1.5, color=f"C{i}", label=name)
-    left.set_xlabel("confidence (mean max probability in the bin)")
-    left.set_ylabel("accuracy in the bin")
-    left.set_title("reliability diagram (marker size: examples in the bin)")
-    left.set_xlim(0, 1.02)
-    left.set_ylim(0, 1.02)
-    left.legend(loc="lower right", fontsize=9)
     right.set_yscale("log")
     right.set_xlabel("confidence (max probability)")
     right.set_ylabel("validation examples")

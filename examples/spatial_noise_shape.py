@@ -28,7 +28,8 @@ import statistics
 import numpy as np
 
 from _common import (
-    EpochLog, ExampleParser, check, digits_split, fit, import_keras, pyplot, save_figure,
+    EpochLog, ExampleParser, check, digits_split, fit, grid_image, import_keras,
+    plot_val_accuracy, pyplot, save_figure,
 )
 
 FILTERS = (32, 64)
@@ -86,15 +87,14 @@ class Progress(EpochLog, keras.callbacks.Callback):
     """fit() progress lines and epoch times (`EpochLog`'s defaults)."""
 
 
-def tile(maps, columns=8, gap=1):
-    """(h, w, channels) maps side by side in a grid, separated by gray lines."""
+def tile(maps, columns=8):
+    """(h, w, channels) maps side by side in a grid of `columns`, separated by
+    gray lines (gray where the last row has no channel left)."""
     h, w, channels = maps.shape
     rows = -(-channels // columns)
-    out = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), 0.5)
-    for c in range(channels):
-        r, k = divmod(c, columns)
-        out[r * (h + gap):r * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = maps[:, :, c]
-    return out
+    blocks = np.full((rows * columns, h, w), 0.5)
+    blocks[:channels] = maps.transpose(2, 0, 1)
+    return grid_image(blocks.reshape(rows, columns, h, w))
 
 
 def plot(masks, histories, rate, out):
@@ -108,15 +108,7 @@ def plot(masks, histories, rate, out):
         ax.set_title(
             f"{kind}: {FILTERS[0]} 8x8 channels of the first conv (white = kept)", fontsize=10
         )
-    ax = fig.add_subplot(grid[:, 1])
-    for kind, history in histories.items():
-        epochs = np.arange(1, len(history["val_accuracy"]) + 1)
-        ax.plot(epochs, history["val_accuracy"], label=kind)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("validation accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(title="dropout masks", loc="lower right")
+    plot_val_accuracy(fig.add_subplot(grid[:, 1]), histories, "dropout masks")
     fig.suptitle(
         f"Masks of the first training step for example 0 (rate {rate}), and "
         f"training curves ({keras.backend.backend()} backend)"

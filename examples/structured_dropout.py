@@ -36,7 +36,8 @@ import statistics
 import numpy as np
 
 from _common import (
-    EpochLog, ExampleParser, check, digits_split, fit, import_keras, pyplot, save_figure,
+    EpochLog, ExampleParser, check, digits_split, fit, grid_image, import_keras,
+    plot_val_accuracy, pyplot, save_figure,
 )
 
 VARIANTS = ("none", "Dropout", "SpatialDropout2D", "DropBlock2D", "DropPath")
@@ -158,15 +159,10 @@ def in_whole_blocks(dropped, size):
     return np.array_equal(covered, dropped)
 
 
-def tile(masks, gap=1):
+def tile(masks):
     """Examples down, channels across: (examples, h, w, channels) 0/1 maps in a
     grid separated by gray lines."""
-    n, h, w, channels = masks.shape
-    out = np.full((n * (h + gap) - gap, channels * (w + gap) - gap), 0.5)
-    for r in range(n):
-        for c in range(channels):
-            out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = masks[r, :, :, c]
-    return out
+    return grid_image(masks.transpose(0, 3, 1, 2))
 
 
 def plot(masks, histories, ramp, out):
@@ -184,15 +180,7 @@ def plot(masks, histories, ramp, out):
         ax.set_title(f"{variant} (rate {rates[variant]:g})\nkept {mask.mean():.2f}", fontsize=10)
         ax.set_xlabel("channel →", fontsize=8)
         ax.set_ylabel("example ↓", fontsize=8)
-    ax = fig.add_subplot(grid[1, :3])
-    for variant, history in histories.items():
-        epochs = np.arange(1, len(history["val_accuracy"]) + 1)
-        ax.plot(epochs, history["val_accuracy"], label=variant)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("validation accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(title="regularizer", loc="lower right")
+    plot_val_accuracy(fig.add_subplot(grid[1, :3]), histories, "regularizer")
     ax = fig.add_subplot(grid[1, 3])
     ax.step(np.arange(1, len(ramp) + 1), ramp, where="mid", color="C3")
     ax.set_ylim(0, max(args.rate, 1e-3) * 1.15)

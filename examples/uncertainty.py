@@ -49,7 +49,7 @@ import numpy as np
 
 from _common import (
     EpochLog, ExampleParser, calibration, check, digits_split, fit, import_keras, pyplot,
-    save_figure,
+    reliability_diagram, save_figure,
 )
 
 BINS = 15  # ECE and reliability diagram: equal-width confidence bins
@@ -139,19 +139,13 @@ def plot(scores, results, aurocs, title, out):
         ax.set_title(f"{method}: predictive entropy")
         ax.legend(fontsize=9)
 
-    ax = axes[1, 0]
-    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect calibration")
-    for i, (method, by_set) in enumerate(results.items()):
-        for (name, r), style in zip(by_set.items(), ("-", "--")):
-            conf, acc, count = np.array(r["bins"]).T
-            ax.plot(conf, acc, style, color=f"C{i}", label=f"{method}, {name} (ECE {r['ece']:.3f})")
-            ax.scatter(conf, acc, s=10 + 120 * count / count.max(), color=f"C{i}")
-    ax.set_xlabel("confidence (mean max probability in the bin)")
-    ax.set_ylabel("accuracy in the bin")
-    ax.set_title(f"reliability diagram ({BINS} bins; marker size: inputs in the bin)")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.legend(loc="upper left", fontsize=9)
+    curves = [
+        (f"{method}, {name} (ECE {r['ece']:.3f})", r, f"C{i}", style)
+        for i, (method, by_set) in enumerate(results.items())
+        for (name, r), style in zip(by_set.items(), ("-", "--"))
+    ]
+    diagram = f"reliability diagram ({BINS} bins; marker size: inputs in the bin)"
+    reliability_diagram(axes[1, 0], curves, diagram, "upper left")
 
     ax = axes[1, 1]
     shifts = list(aurocs)
