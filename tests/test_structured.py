@@ -281,6 +281,23 @@ def test_schedule_masks_are_the_variable_rate_masks():
     )
 
 
+def test_schedule_under_a_mixed_policy_draws_the_float32_rate_masks():
+    # Keras' `__call__` of a mixed-policy layer autocasts float variables it
+    # reads to float16; the scheduled rate is read in float32 (0.1 in float16
+    # is 0.0999755859375, another keep threshold).
+    x = np.ones((64, 1024), "float32")
+    kept = {}
+    for policy in ("float32", "mixed_float16"):
+        layer = kdv.Dropout(0.5, seed=1, dtype=policy)
+        inputs = keras.Input((1024,))
+        model = keras.Model(inputs, layer(inputs))
+        ramp = kdv.callbacks.RateSchedule(model, lambda epoch: 0.1)
+        ramp.set_model(model)  # as fit() does
+        ramp.on_epoch_begin(0)
+        kept[policy] = to_np(model(x, training=True)) != 0
+    np.testing.assert_array_equal(kept["mixed_float16"], kept["float32"])
+
+
 def test_schedule_checks_its_arguments():
     with pytest.raises(TypeError, match="`schedule` must be a callable"):
         kdv.callbacks.RateSchedule([kdv.Dropout(0.1)], 0.1)

@@ -175,7 +175,10 @@ class _RateState(keras.random.SeedGenerator):
 
     def __init__(self, name):  # noqa: D107 (no seed state: not calling super)
         self.name = name
-        self.state = keras.Variable(0.0, dtype="float32", trainable=False, name=name)
+        # Not autocast: under a mixed policy, Keras' `__call__` would read it
+        # as float16, and the keep threshold of the rounded rate would draw
+        # other masks than the float32 policy's.
+        self.state = keras.Variable(0.0, dtype="float32", trainable=False, autocast=False, name=name)
 
 
 def _draw_seed():
