@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_dropout_variants as kdv
 import reference
 from conftest import BACKEND, DROP_SHAPES, expect_fused_torch_kernels, to_np, torch_tensor
 from keras_dropout_variants import _backends
@@ -286,3 +287,40 @@ def test_fused_kernels_take_views_and_expanded_gradients(monkeypatch, view):
         return [to_np(t).view(np.uint32) for t in (y, whole.grad)]
 
     assert_fused_gives_the_plain_bits(monkeypatch, run)
+
+
+@pytest.mark.parametrize("hook", ["layer", "global"])
+def test_layers_with_forward_hooks_go_through_keras_and_run_them(hook):
+    # A direct call (`StochasticLayer._calls_directly`) would skip
+    # `torch.nn.Module.__call__`, which runs the hooks: with a hook there,
+    # the layer goes through Keras' `__call__` and torch's.
+    layer = kdv.Dropout(0.5, seed=1)
+    x = torch_tensor(np.ones((4, 8), "float32"))
+    outputs = []
+
+    def record(module, args, output):
+        if module is layer:
+            outputs.append(output)
+
+    register = layer.register_forward_hook if hook == "layer" else torch.nn.modules.module.register_module_forward_hook
+    handle = register(record)
+    try:
+        assert not layer._calls_directly((x,), {"training": True})
+        y = layer(x, training=True)
+    finally:
+        handle.remove()
+    assert len(outputs) == 1 and outputs[0] is y
+    assert layer._calls_directly((x,), {"training": True})
+
+
+def test_direct_calls_are_not_taken_under_torch_compile():
+    layer = kdv.Dropout(0.5, seed=1)
+    x = torch_tensor(np.ones((4, 8), "float32"))
+    taken = []
+
+    def step(v):
+        taken.append(layer._calls_directly((v,), {"training": True}))
+        return v * 2.0
+
+    torch.compile(step, fullgraph=True)(x)
+    assert taken == [False]

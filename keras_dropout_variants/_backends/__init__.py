@@ -12,6 +12,10 @@ defines any of these functions, with the arguments the engine has checked:
   `x` with the keep mask of `shape`, for `0 < rate < 1`, or None where the
   plain path (with the fast `keep_mask`) is the faster one;
 - `snapshot(value)`: a copy of `value` that later assignments cannot change;
+- `calls_directly(layer, x)`: whether a package layer may run its `call` on
+  `x` without Keras' `Layer.__call__`, as far as the backend goes
+  (`StochasticLayer._calls_directly` checks Keras' side): offered where
+  eager calls pay that cost at every step (torch's `fit()`);
 - `flat_view(x)`: for a tensor of unknown rank, `(flat, restore)`: x as a
   1-D tensor, and the function that reshapes a result of its size back (not
   a speed-up: only a backend with such tensors can do it, so `provided`,

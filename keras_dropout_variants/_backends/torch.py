@@ -40,6 +40,7 @@ import threading
 import warnings
 
 import numpy as np
+import keras
 import torch
 from keras import ops
 
@@ -550,8 +551,34 @@ def snapshot(value):
     assignment, and so differentiate through the next mask: there the copy
     is an opaque custom op, whose output is saved instead."""
     if not torch.compiler.is_compiling():  # eager autograd recomputes nothing
-        return ops.copy(value)
+        return torch.clone(value.value if isinstance(value, keras.Variable) else value)
     return _opaque_copy(ops.convert_to_tensor(value))
+
+
+def calls_directly(module, x):
+    """Whether calling the Keras layer `module`'s `call` directly is what
+    `torch.nn.Module.__call__` would do with `x`: an eager tensor without a
+    Keras mask, no hooks, no `Module.compile`, no dynamo or TorchScript
+    tracing (`StochasticLayer._calls_directly` checks the rest)."""
+    return (
+        isinstance(x, torch.Tensor)
+        and getattr(x, "_keras_mask", None) is None
+        and not torch.compiler.is_compiling()
+        and not torch._C._get_tracing_state()
+        and getattr(module, "_compiled_call_impl", None) is None
+        and not _has_hooks(module)
+    )
+
+
+def _has_hooks(module):
+    """`torch.nn.Module._call_impl`'s test for hooks to run."""
+    hooks = torch.nn.modules.module
+    return bool(
+        module._backward_hooks or module._backward_pre_hooks
+        or module._forward_hooks or module._forward_pre_hooks
+        or hooks._global_backward_pre_hooks or hooks._global_backward_hooks
+        or hooks._global_forward_hooks or hooks._global_forward_pre_hooks
+    )
 
 
 def first_row(x):

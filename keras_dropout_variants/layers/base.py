@@ -7,6 +7,7 @@ import warnings
 import keras
 from keras import ops
 
+from keras_dropout_variants import _backends
 from keras_dropout_variants import _checks
 from keras_dropout_variants import distribute as _distribute
 from keras_dropout_variants import ops as _ops
@@ -35,6 +36,11 @@ class StochasticLayer(keras.layers.Layer):
       (`_monte_carlo`: one mask id per Monte-Carlo sample).
     - Data parallelism: `_first_row(inputs, noise_shape)` is the global
       index of the inputs' first row, which `_training` passes to its op.
+    - Direct calls: on eager torch, a plain call (one tensor of the input
+      dtype, an explicit bool `training`) runs `call` without Keras'
+      `Layer.__call__`, which would do nothing else there (see
+      `_calls_directly`); a subclass whose `call` calls other layers or
+      reads float variables sets `_DIRECT_CALLS = False`.
     - Rate schedules: a subclass with `_SCHEDULABLE = True` holds a float32
       rate variable that `kdv.callbacks.RateSchedule` assigns; `_rate_value()`
       is what `_training` draws with.
@@ -79,7 +85,61 @@ class StochasticLayer(keras.layers.Layer):
             # Checked before Keras converts a NumPy integer into a tensor,
             # which would wrap 2**32 to 0 and -1 to 2**32 - 1 unnoticed.
             kwargs["mask_id"] = _checks.word(mask_id, "mask_id")
+        if self._calls_directly(args, kwargs):
+            return self._direct_call(args[0], **kwargs)
         return super().__call__(*args, **kwargs)
+
+    # Whether `__call__` may run `call` itself where Keras' `Layer.__call__`
+    # would do nothing else (`_calls_directly`): not for a layer that calls
+    # other layers or reads float variables in `call`, which need Keras'
+    # call machinery (autocast, build, layouts).
+    _DIRECT_CALLS = True
+
+    def _calls_directly(self, args, kwargs):
+        """Whether this call skips Keras' `Layer.__call__`.
+
+        On a backend whose eager calls it serves (torch: `_backends`), a
+        call with one tensor of the layer's input dtype and an explicit
+        Python bool `training` needs none of Keras' machinery: no input
+        conversion, cast, mask, build, input check, layout, regularizer or
+        symbolic node. There, `__call__` costs more than the dropout itself
+        (some 70 microseconds of Python on a CPU), so the layer runs `call`
+        directly, with what Keras' call context would record (see
+        `_direct_call`). Any other call goes through Keras.
+        """
+        if not (self._DIRECT_CALLS and _KERAS_CALL_CONTEXT) or len(args) != 1:
+            return False
+        if type(kwargs.get("training")) is not bool:
+            return False
+        if len(kwargs) != 1 + ("mask_id" in kwargs):
+            return False
+        direct = _backends.fast_path("calls_directly")
+        x = args[0]
+        return (
+            direct is not None
+            and direct(self, x)
+            and self.built
+            and _checks.dtype_name(x.dtype) == self.input_dtype
+            and _rank_spec_met(self.input_spec, x)
+            and self.activity_regularizer is None
+            and getattr(self, "_remat_mode", None) is None
+            and getattr(self, "_call_context_args", _TRAINING_ONLY) == _TRAINING_ONLY
+            and keras.distribution.distribution() is None
+        )
+
+    def _direct_call(self, inputs, training, **kwargs):
+        """`call`, with the effects of Keras' `Layer.__call__` on such a
+        call: the layer is marked called, and `training` is recorded in the
+        call context, where layers called after this one inside the same
+        outer call, without a `training` of their own, read it."""
+        if not getattr(self, "_called", True):
+            self._called = True
+        context = self._get_call_context()  # entered here if none is open
+        try:
+            context.training = training  # Keras' `CallContext.set_value`
+            return self.call(inputs, training=training, **kwargs)
+        finally:
+            self._maybe_reset_call_context()
 
     def call(self, inputs, training=False, mask_id=None):
         if not training:
@@ -156,6 +216,27 @@ class StochasticLayer(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
+
+# The call-context arguments of a layer whose direct calls resolve them.
+_TRAINING_ONLY = frozenset(("training",))
+# Keras' call-context methods that `_direct_call` uses (every Keras 3 so far).
+_KERAS_CALL_CONTEXT = all(
+    hasattr(keras.layers.Layer, name) for name in ("_get_call_context", "_maybe_reset_call_context")
+)
+
+
+def _rank_spec_met(spec, x):
+    """Whether `x` meets `spec` (None, or the only kind the package's layers
+    set: a rank), so that Keras' input check would pass."""
+    if spec is None:
+        return True
+    return (
+        isinstance(spec, keras.layers.InputSpec)
+        and spec.ndim == len(x.shape)
+        and spec.shape is None and spec.dtype is None and not spec.axes
+        and spec.min_ndim is None and spec.max_ndim is None
+    )
 
 
 # The Monte-Carlo sampling `kdv.mc_predict` is running in this thread, or

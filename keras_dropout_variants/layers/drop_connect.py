@@ -76,6 +76,10 @@ class DropConnect(StochasticLayer, keras.layers.Wrapper):
     >>> dense = layer.layer   # the trained Dense, usable alone
     """
 
+    # It calls the wrapped layer and reads its float kernel: Keras'
+    # `__call__` builds, autocasts and scopes them.
+    _DIRECT_CALLS = False
+
     def __init__(
         self,
         layer,
