@@ -17,9 +17,9 @@ Three tables, each written as JSON next to `--json` (`latency.json`,
   model, Dense-dropout-Dense on those shapes, with no dropout, Keras' and
   ours: what the dropout adds to the step;
 - where an eager 64x64 call of our layer spends its time: each part timed
-  alone (Keras' `Layer.__call__` on a layer that returns its input, reading
-  and advancing the step counter, the key, the mask, applying it), and the
-  rest (argument checks, dispatch) as the difference.
+  alone (its call machinery, on our layer with a `call` that returns its
+  input; reading and advancing the step counter; the key, the mask,
+  applying it), and the rest (argument checks, dispatch) as the difference.
 """
 
 import _common
@@ -46,7 +46,9 @@ reads and advances its step counter) and `keras` is `keras.layers.Dropout`.
 Each figure is the median of {rounds} samples of {calls} calls, the variants
 interleaved. JAX has no eager backward pass of a layer that advances state
 (`-`). Small tensors measure the fixed cost of a call, which Keras' own
-`Layer.__call__` dominates for both layers (see the profile below)."""
+`Layer.__call__` dominates for Keras' layer everywhere and for ours under JAX
+and TensorFlow; under eager torch our layers skip it (see the profile
+below)."""
 
 FIT_TABLE = [["backend", "backend", ""], ["mode", "mode", ""], ["shape", "shape", ""],
              ["ours - none us", "ours_added", ".0f"], ["keras - none us", "keras_added", ".0f"],
@@ -65,8 +67,11 @@ PROFILE_TABLE = [["backend", "backend", ""], ["part", "part", ""],
 PROFILE_ABOUT = """\
 Where one eager call of our `Dropout` layer on a 64x64 float32 tensor spends
 its time, each part timed alone (median of {rounds} samples of {calls} calls):
-`Keras Layer.__call__` is Keras' own call machinery, timed on a layer whose
-`call` returns its input (every Keras layer pays it); `counter` reads the step
+`call machinery` is how a call reaches the layer's `call`, timed on our layer
+with a `call` that returns its input: Keras' `Layer.__call__` under JAX and
+TensorFlow (every Keras layer pays it), the checks of a direct call under
+eager torch, where the package's layers skip Keras' `__call__` when it would
+do nothing else (see docs/design.md, "Per-call cost"); `counter` reads the step
 counter (a snapshot) and assigns it plus one; `key`, `mask` and `apply` are
 the engine's steps as the backend's fast path runs them (under JAX and
 TensorFlow one compiled function derives the key, draws the mask and applies
@@ -144,6 +149,8 @@ def fit_rows(backend, args):
 
 # The part that is one compiled function under JAX and TensorFlow.
 ONE_CALL = "key + mask + apply (one compiled call)"
+# How a call reaches `call`: Keras' `Layer.__call__`, or a direct call.
+CALL = "call machinery"
 
 
 def profile_parts(backend):
@@ -160,11 +167,11 @@ def profile_parts(backend):
     layer = kdv.Dropout(RATE, seed=1)
     layer.build(x.shape)
 
-    class Identity(keras.layers.Layer):  # Keras' call machinery alone
+    class Identity(kdv.Dropout):  # our layer's call machinery alone
         def call(self, inputs, training=False, mask_id=None):
             return inputs
 
-    identity = Identity()
+    identity = Identity(RATE, seed=1)
 
     def counter():
         value = engine.snapshot(layer.counter)
@@ -172,7 +179,7 @@ def profile_parts(backend):
         return value
 
     threshold, c = engine.keep_threshold(RATE), engine.snapshot(layer.counter)
-    parts = [("Keras Layer.__call__", lambda: identity(x, training=True)), ("counter", counter)]
+    parts = [(CALL, lambda: identity(x, training=True)), ("counter", counter)]
     fast = _backends._module(backend)  # the backend's fast paths
     if backend == "torch":
         base, k1 = fast._stream(1, c, 0)
