@@ -12,7 +12,8 @@ dropout model against the same model without dropout, `Dense`):
 - `keras.layers.Dropout(0.5)` after each hidden layer vs our `Dropout(0.5)`
   (and `SeededDropout(0.5)`);
 - plain `Dense` hidden layers vs `DropConnectDense(rate=0.5)` with one kernel
-  mask per step (the default `mask_per="batch"`).
+  mask per step (the default `mask_per="batch"`);
+- and, as the floor, a layer computing `x * 2` in the dropouts' place.
 The models run in interleaved rounds (`--steps` steps of each in turn) so
 that a machine whose speed drifts slows every model alike; each figure is
 the median step time over all rounds, from `on_train_batch_begin` to `_end`.
@@ -26,6 +27,7 @@ import _common
 
 # (variant, baseline it is compared with)
 VARIANTS = (
+    ("x * 2", None),
     ("keras.Dropout", None),
     ("Dropout", "keras.Dropout"),
     ("SeededDropout", "keras.Dropout"),
@@ -36,9 +38,11 @@ UNITS = 1024
 # [header, row key, format]
 TABLE = [["backend", "backend", ""], ["variant", "variant", ""], ["ratio", "ratio", ".2f"],
          ["vs", "baseline", ""], ["over no dropout", "overhead", "+.1%"], ["step ms", "ms", ".2f"]]
-# The variants with dropout layers, whose cost is against the same model
-# without them: `Dense`.
-DROPOUTS = ("keras.Dropout", "Dropout", "SeededDropout")
+# The variants with a layer after each hidden layer, whose cost is against
+# the same model without it: `Dense`. `x * 2` is the floor: what an
+# element-wise layer that reads x and writes its output (and masks nothing)
+# adds to the step.
+DROPOUTS = ("x * 2", "keras.Dropout", "Dropout", "SeededDropout")
 ABOUT = """\
 Time of one `fit()` training step of a 784-{units}-{units}-10 MLP (ReLU, Adam,
 batch {batch}, float32) in each backend's default `fit()` mode (TF graph,
@@ -49,6 +53,9 @@ and `SeededDropout` are ours, after each hidden layer, against
 the variant's step time over its baseline's (`vs`): 1.05 means 5% slower
 training steps. `over no dropout` is what the dropout layers add to the step
 of the same model without them (`Dense`): the floor any dropout is held to.
+`x * 2` is a layer that doubles its input in training, in the dropouts'
+place: what any element-wise layer (one read of x, one write, one pass over
+the gradient, no mask) adds to the step on this machine.
 The models of a backend run in {rounds} interleaved rounds of {steps} steps
 each in one process, so that a machine whose speed drifts slows them alike;
 the figures are medians over all steps. The ratios are what to compare; the
@@ -60,6 +67,12 @@ def build(variant, seed, jit_compile="auto"):
 
     import keras_dropout_variants as kdv
 
+    class _Double(keras.layers.Layer):
+        """`x * 2` in training: an element-wise layer, dropout's floor."""
+
+        def call(self, inputs, training=False):
+            return keras.ops.multiply(inputs, 2.0) if training else inputs
+
     def block(i):
         if variant == "DropConnectDense":
             return [kdv.DropConnectDense(UNITS, rate=0.5, activation="relu", seed=seed + i)]
@@ -67,6 +80,7 @@ def build(variant, seed, jit_compile="auto"):
         if variant == "Dense":
             return [dense]
         dropout = {
+            "x * 2": _Double,
             "keras.Dropout": lambda: keras.layers.Dropout(0.5, seed=seed + i),
             "Dropout": lambda: kdv.Dropout(0.5, seed=seed + i),
             "SeededDropout": lambda: kdv.SeededDropout(0.5, seed=seed + i),
