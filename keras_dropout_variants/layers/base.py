@@ -119,7 +119,7 @@ class StochasticLayer(keras.layers.Layer):
             direct is not None
             and direct(self, x)
             and self.built
-            and _checks.dtype_name(x.dtype) == self.input_dtype
+            and _checks.dtype_name(x.dtype) == self.compute_dtype
             and _rank_spec_met(self.input_spec, x)
             and self.activity_regularizer is None
             and getattr(self, "_remat_mode", None) is None
