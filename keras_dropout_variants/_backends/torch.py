@@ -39,8 +39,8 @@ import math
 import threading
 import warnings
 
-import numpy as np
 import keras
+import numpy as np
 import torch
 from keras import ops
 

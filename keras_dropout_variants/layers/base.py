@@ -36,7 +36,7 @@ class StochasticLayer(keras.layers.Layer):
       (`_monte_carlo`: one mask id per Monte-Carlo sample).
     - Data parallelism: `_first_row(inputs, noise_shape)` is the global
       index of the inputs' first row, which `_training` passes to its op.
-    - Direct calls: on eager torch, a plain call (one tensor of the input
+    - Direct calls: on eager torch, a plain call (one tensor of the compute
       dtype, an explicit bool `training`) runs `call` without Keras'
       `Layer.__call__`, which would do nothing else there (see
       `_calls_directly`); a subclass whose `call` calls other layers or
@@ -99,7 +99,7 @@ class StochasticLayer(keras.layers.Layer):
         """Whether this call skips Keras' `Layer.__call__`.
 
         On a backend whose eager calls it serves (torch: `_backends`), a
-        call with one tensor of the layer's input dtype and an explicit
+        call with one tensor of the layer's compute dtype and an explicit
         Python bool `training` needs none of Keras' machinery: no input
         conversion, cast, mask, build, input check, layout, regularizer or
         symbolic node. There, `__call__` costs more than the dropout itself
