@@ -77,7 +77,7 @@ def rate_tensor(value, name="rate"):
     if not _is_tensor(value):
         raise invalid(TypeError, name, "a float in [0, 1] or a floating scalar tensor", value)
     dtype = dtype_name(value.dtype)
-    if not keras.backend.is_float_dtype(dtype) or tuple(value.shape) != ():
+    if not is_float(dtype) or tuple(value.shape) != ():
         raise invalid(TypeError, name, "a float in [0, 1] or a floating scalar tensor", value)
     return value
 
