@@ -253,7 +253,7 @@ _BITS = {
 }
 
 # The same, as NumPy dtypes.
-_NUMPY_BITS = {torch.float16: np.int16, torch.bfloat16: np.int16, torch.float32: np.int32, torch.float64: np.int64}
+_NUMPY_BITS = {float_dtype: np.dtype(str(bits).removeprefix("torch.")) for float_dtype, bits in _BITS.items()}
 
 # Smallest mask that eager `drop` hands to the fused kernels: below it, the
 # NumPy hash and a torch AND (the unfused path) cost less than a kernel
