@@ -209,20 +209,29 @@ def keep_threshold(rate):
     keep probability is `keep_threshold(rate) / 2**32`.
     """
     rate = _checks.rate(rate)
-    # Exact rational arithmetic costs tens of microseconds: once per rate, in
-    # a dict of at most 1024 rates (not functools.lru_cache, which dynamo
-    # warns about when it traces it).
-    threshold = _THRESHOLDS.get(rate)  # one lookup: another thread may clear it
-    if threshold is None:
-        if len(_THRESHOLDS) >= 1024:
-            _THRESHOLDS.clear()
-        threshold = round((1 - Fraction(rate)) * _U32)
-        threshold = min(max(threshold, 0), _U32 - 1) if rate != 0.0 else _U32
-        _THRESHOLDS[rate] = threshold
-    return threshold
+    # Exact rational arithmetic costs tens of microseconds: once per rate.
+    return _cached(_THRESHOLDS, rate, lambda: _exact_threshold(rate))
+
+
+def _exact_threshold(rate):
+    threshold = round((1 - Fraction(rate)) * _U32)
+    return min(max(threshold, 0), _U32 - 1) if rate != 0.0 else _U32
 
 
 _THRESHOLDS = {}
+
+
+def _cached(cache, key, make, limit=1024):
+    """`cache[key]`, made by `make()` on a miss, in a dict of at most
+    `limit` entries (emptied when full). Not functools.lru_cache, which
+    dynamo warns about when it traces it; one lookup, since another thread
+    may clear the dict between a membership test and a read."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= limit:
+            cache.clear()
+        value = cache[key] = make()
+    return value
 
 
 def _size(shape):

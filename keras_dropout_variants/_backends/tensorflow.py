@@ -25,21 +25,14 @@ _compiled_keep = tf.function(_keep, jit_compile=True)
 
 
 # Eager int32 scalars and shape vectors of Python values, and scales of
-# (rate, dtype): an eager conversion costs as much as a small kernel. At
-# most `_CACHE_SIZE` entries (counters passed as ints vary).
+# (rate, dtype): an eager conversion costs as much as a small kernel.
+# Bounded (counters passed as ints vary), and read by every
+# MirroredStrategy replica's thread: see `random._cached`.
 _constants = {}
-_CACHE_SIZE = 1024
 
 
 def _constant(key, make):
-    # One lookup: another thread (a MirroredStrategy replica) may clear the
-    # cache between a membership test and a read.
-    value = _constants.get(key)
-    if value is None:
-        if len(_constants) >= _CACHE_SIZE:
-            _constants.clear()
-        value = _constants[key] = make()
-    return value
+    return _random._cached(_constants, key, make)
 
 
 def _word(w):
