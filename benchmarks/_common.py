@@ -116,7 +116,9 @@ def sync_function(backend):
     asynchronously: without the wait a timer would measure the launch.
     """
     if backend == "jax":
-        return lambda y: y.block_until_ready()
+        import jax
+
+        return jax.block_until_ready  # arrays, or tuples of them
     if backend == "torch" and gpu_device(backend) is not None:
         import torch
 

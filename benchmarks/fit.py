@@ -19,9 +19,14 @@ that a machine whose speed drifts slows every model alike; each figure is
 the median step time over all rounds, from `on_train_batch_begin` to `_end`.
 Prints the medians and the ratios, and writes them to
 benchmarks/results/fit.json (`--json`).
+
+A second table (`fit_profile.json` beside `--json`) splits what one of our
+`Dropout` layers adds to the step into parts, timed alone at the step's
+shape in the same fit() mode (see PROFILE_ABOUT).
 """
 
 import argparse
+import os
 
 import _common
 
@@ -60,6 +65,33 @@ The models of a backend run in {rounds} interleaved rounds of {steps} steps
 each in one process, so that a machine whose speed drifts slows them alike;
 the figures are medians over all steps. The ratios are what to compare; the
 milliseconds depend on the machine and its load."""
+
+
+PROFILE_TABLE = [["backend", "backend", ""], ["part", "part", ""],
+                 ["us", "us", ".0f"], ["share", "share", ".0%"], ["of the step", "step", ".1%"]]
+PROFILE_ABOUT = """\
+Where the time one of our `Dropout` layers adds to the `fit()` step above
+goes, in microseconds per layer per step: `added to the step` is
+(`Dropout` - `Dense`) / 2 from the interleaved rounds above. The first four
+parts are timed alone, on a {batch}x{units} float32 tensor, in the same
+mode (TF graph, `jax.jit`, eager torch), as the loss `sum(f(x) * w)` and
+its gradient: `element-wise pass` is `f = x * 2` minus `f = x` (reading
+x, writing the output, one pass over the gradient: the floor of any
+element-wise layer); `drawing the mask` is `keras_dropout_variants.ops.dropout`
+minus `x * 2`, forward only (the engine's hash of every element, which the
+mask format fixes); `backward beyond x * 2` is the rest of the op's
+forward+backward; `layer: call, counter` is our layer's forward+backward
+minus the op's (the call, reading and advancing the step counter; under
+JAX a stateless call, as in a compiled step). `rest: in the model` is the
+layer in the model minus the layer alone: what the model around it
+changes (on a CPU the step's large tensors evict the Python and dispatch
+code of each eager call from the caches, so the same calls cost more
+between them than in a loop; see docs/design.md). `share` is of the
+added time, `of the step` of the step without dropout. Medians of
+{rounds} interleaved samples of {calls} calls; the parts come from
+differences of noisy timings, so a small part may read negative. What was
+tried to shrink each part, and why the rest stays, is in docs/design.md
+("Per-call cost")."""
 
 
 def build(variant, seed, jit_compile="auto"):
@@ -116,7 +148,7 @@ def worker(backend, args):
     # Two warm-up epochs each: tracing, compilation, allocations.
     ms = _common.interleaved(fns, args.rounds, warmup=2)
     mode = f"{backend}.compile" if args.jit else backend
-    rows = []
+    rows = [] if args.jit else profile_rows(backend, args, ms)
     for name, baseline in VARIANTS:
         row = {"backend": mode, "variant": name, "ms": ms[name]}
         if baseline:
@@ -127,11 +159,115 @@ def worker(backend, args):
     return {"rows": rows}
 
 
+def loss_and_gradient(backend, f, w):
+    """(x, c) -> (sum(f(x, c) * w), its gradient in x), in the backend's
+    default fit() mode: a tf.function, `jax.jit`, eager torch."""
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        return jax.jit(jax.value_and_grad(lambda x, c: jnp.sum(f(x, c) * w)))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function
+        def step(x, c):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(f(x, c) * w)
+            return loss, tape.gradient(loss, x)
+
+        return step
+
+    def step(x, c):
+        v = x.detach().requires_grad_()
+        loss = (f(v, c) * w).sum()
+        loss.backward()
+        return loss, v.grad
+
+    return step
+
+
+def forward(backend, f):
+    """`f` in the backend's default fit() mode."""
+    if backend == "jax":
+        import jax
+
+        return jax.jit(f)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(f)
+    return f
+
+
+def layer_function(backend, shape):
+    """(x, c) -> our `Dropout` layer's training call on x, as a training step
+    makes it: under JAX statelessly, with `c` as its step counter's value
+    (a compiled function cannot change a variable), elsewhere a plain call,
+    which reads and advances the layer's own counter."""
+    import keras_dropout_variants as kdv
+
+    layer = kdv.Dropout(0.5, seed=1)
+    layer.build(shape)
+    if backend != "jax":
+        return lambda x, c: layer(x, training=True)
+
+    def call(x, c):
+        state = [c if v is layer.counter else v.value for v in layer.non_trainable_variables]
+        return layer.stateless_call([], state, x, training=True)[0]
+
+    return call
+
+
+def profile_rows(backend, args, ms):
+    """The parts of what one `Dropout` layer adds to the step (`ms`: the
+    step medians of the variants), see PROFILE_ABOUT."""
+    import keras
+    import numpy as np
+
+    import keras_dropout_variants as kdv
+
+    data = np.random.default_rng(1).normal(size=(2, args.batch, UNITS)).astype("float32")
+    x, w = (keras.ops.convert_to_tensor(a) for a in data)
+    # The counter is an argument, as the layer's variable is in the step: a
+    # constant one would let a compiler fold the whole mask.
+    c = keras.ops.convert_to_tensor(5, dtype="int32")
+    impls = {
+        "identity": lambda x, c: x,
+        "x * 2": lambda x, c: x * 2.0,
+        "op": lambda x, c: kdv.ops.dropout(x, 0.5, seed=1, counter=c),
+        "layer": layer_function(backend, x.shape),
+    }
+    sync = _common.sync_function(backend)
+    fns = {}
+    for name, f in impls.items():
+        step = loss_and_gradient(backend, f, w)
+        fns[name + " f+b"] = _common.clocked(lambda step=step: step(x, c), sync, args.calls)
+        if name in ("x * 2", "op"):
+            fwd = forward(backend, f)
+            fns[name] = _common.clocked(lambda fwd=fwd: fwd(x, c), sync, args.calls)
+    us = {k: v * 1e3 for k, v in _common.interleaved(fns, args.rounds * 2).items()}
+    added = (ms["Dropout"] - ms["Dense"]) / 2 * 1e3
+    parts = {"element-wise pass (x * 2)": us["x * 2 f+b"] - us["identity f+b"],
+             "drawing the mask": us["op"] - us["x * 2"]}
+    parts["backward beyond x * 2"] = us["op f+b"] - us["x * 2 f+b"] - parts["drawing the mask"]
+    parts["layer: call, counter"] = us["layer f+b"] - us["op f+b"]
+    parts["rest: in the model"] = added - (us["layer f+b"] - us["identity f+b"])
+    parts["added to the step"] = added
+    step_us = ms["Dense"] * 1e3
+    return [{"backend": backend, "part": part, "us": value, "step": value / step_us,
+             "share": value / added if added > 0 else None,  # else noise: no shares
+             "table": "profile"} for part, value in parts.items()]
+
+
 def main():
     parser = _common.parser(__doc__, "fit")
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
     parser.add_argument("--steps", type=int, default=10, help="steps of each model per round")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--calls", type=int, default=20,
+                        help="calls per sample of the profile's parts (default 20)")
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -144,9 +280,15 @@ def main():
     print(f"fit() step, 784-{UNITS}-{UNITS}-10 MLP, batch {args.batch}, median of "
           f"{args.rounds} x {args.steps} steps; {_common.devices_line(devices)}")
     options = {"rounds": args.rounds, "steps": args.steps, "batch": args.batch,
-               "torch_compile": args.torch_compile}
+               "calls": args.calls, "torch_compile": args.torch_compile}
     about = ABOUT.format(units=UNITS, **options)
-    _common.publish(args.json, "fit", options, devices, rows, TABLE, about)
+    steps = [row for row in rows if row.get("table") != "profile"]
+    _common.publish(args.json, "fit", options, devices, steps, TABLE, about)
+    profile = [row for row in rows if row.get("table") == "profile"]
+    root, ext = os.path.splitext(args.json)
+    about = PROFILE_ABOUT.format(units=UNITS, **dict(options, rounds=args.rounds * 2))
+    _common.publish(root + "_profile" + ext, "fit_profile", options, devices, profile,
+                    PROFILE_TABLE, about)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ SECTIONS = {
     "latency_fit": "What dropout adds to a compiled `fit()` step of a small model (`benchmarks/latency.py`)",
     "latency_profile": "Where an eager call of our layer spends its time (`benchmarks/latency.py`)",
     "fit": "`fit()` steps (`benchmarks/fit.py`)",
+    "fit_profile": "Where our dropout's share of the `fit()` step goes (`benchmarks/fit.py`)",
     "drop_connect": "DropConnect per batch and per example (`benchmarks/drop_connect.py`)",
     "backward_memory": "Memory kept for the backward pass (`benchmarks/backward_memory.py`)",
     "mc_predict": "Monte-Carlo predictions (`benchmarks/mc_predict.py`)",
