@@ -84,9 +84,10 @@ forward+backward; `layer: call, counter` is our layer's forward+backward
 minus the op's (the call, reading and advancing the step counter; under
 JAX a stateless call, as in a compiled step). `rest: in the model` is the
 layer in the model minus the layer alone: what the model around it
-changes (on a CPU the step's large tensors evict the Python and dispatch
-code of each eager call from the caches, so the same calls cost more
-between them than in a loop; see docs/design.md). `share` is of the
+changes (on a CPU the step's other large tensors share the caches and the
+memory bandwidth with the layer's, and evict the code of each eager call,
+so the same calls cost more between them than in a loop; see
+docs/design.md). `share` is of the
 added time, `of the step` of the step without dropout. Medians of
 {rounds} interleaved samples of {calls} calls; the parts come from
 differences of noisy timings, so a small part may read negative. What was
