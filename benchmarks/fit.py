@@ -88,9 +88,12 @@ changes (on a CPU the step's other large tensors share the caches and the
 memory bandwidth with the layer's, and evict the code of each eager call,
 so the same calls cost more between them than in a loop; see
 docs/design.md). `share` is of the
-added time, `of the step` of the step without dropout. Medians of
-{rounds} interleaved samples of {calls} calls; the parts come from
-differences of noisy timings, so a small part may read negative. What was
+added time (`-` where that reads zero or less), `of the step` of the step
+without dropout. Medians of {rounds} interleaved samples of {calls} calls.
+The parts are differences of timings, and `added to the step` moves by a
+few points of the step from run to run on a shared machine (and a compiled
+step may fuse the layer into its neighbours), so a small part may read
+negative. What was
 tried to shrink each part, and why the rest stays, is in docs/design.md
 ("Per-call cost")."""
 
