@@ -29,6 +29,7 @@ import argparse
 import os
 
 import _common
+from engine import backend_functions
 
 # (variant, baseline it is compared with)
 VARIANTS = (
@@ -67,6 +68,8 @@ the figures are medians over all steps. The ratios are what to compare; the
 milliseconds depend on the machine and its load."""
 
 
+# Each backend's default fit() mode, as named by `engine.backend_functions`.
+FIT_MODES = {"tensorflow": "tf.function", "jax": "jit", "torch": "eager"}
 PROFILE_TABLE = [["backend", "backend", ""], ["part", "part", ""],
                  ["us", "us", ".0f"], ["share", "share", ".0%"], ["of the step", "step", ".1%"]]
 PROFILE_ABOUT = """\
@@ -163,25 +166,26 @@ def worker(backend, args):
     return {"rows": rows}
 
 
-def loss_and_gradient(backend, f, w):
-    """(x, c) -> (sum(f(x, c) * w), its gradient in x), in the backend's
-    default fit() mode: a tf.function, `jax.jit`, eager torch."""
+def loss_and_gradient(backend, f, w, wrap):
+    """(x, c) -> (sum(f(x, c) * w), its gradient in x), compiled by `wrap`
+    (a mode of `engine.backend_functions`). Unlike that module's
+    forward+backward, which returns the gradient alone, the loss is kept:
+    under `jax.jit` the forward pass would otherwise be dead code."""
     if backend == "jax":
         import jax
         import jax.numpy as jnp
 
-        return jax.jit(jax.value_and_grad(lambda x, c: jnp.sum(f(x, c) * w)))
+        return wrap(jax.value_and_grad(lambda x, c: jnp.sum(f(x, c) * w)))
     if backend == "tensorflow":
         import tensorflow as tf
 
-        @tf.function
         def step(x, c):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 loss = tf.reduce_sum(f(x, c) * w)
             return loss, tape.gradient(loss, x)
 
-        return step
+        return wrap(step)
 
     def step(x, c):
         v = x.detach().requires_grad_()
@@ -189,20 +193,7 @@ def loss_and_gradient(backend, f, w):
         loss.backward()
         return loss, v.grad
 
-    return step
-
-
-def forward(backend, f):
-    """`f` in the backend's default fit() mode."""
-    if backend == "jax":
-        import jax
-
-        return jax.jit(f)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(f)
-    return f
+    return wrap(step)
 
 
 def layer_function(backend, shape):
@@ -244,12 +235,13 @@ def profile_rows(backend, args, ms):
         "layer": layer_function(backend, x.shape),
     }
     sync = _common.sync_function(backend)
+    wrap = backend_functions(backend, False)[2][FIT_MODES[backend]]
     fns = {}
     for name, f in impls.items():
-        step = loss_and_gradient(backend, f, w)
+        step = loss_and_gradient(backend, f, w, wrap)
         fns[name + " f+b"] = _common.clocked(lambda step=step: step(x, c), sync, args.calls)
         if name in ("x * 2", "op"):
-            fwd = forward(backend, f)
+            fwd = wrap(f)
             fns[name] = _common.clocked(lambda fwd=fwd: fwd(x, c), sync, args.calls)
     us = {k: v * 1e3 for k, v in _common.interleaved(fns, args.rounds * 2).items()}
     added = (ms["Dropout"] - ms["Dense"]) / 2 * 1e3
